@@ -1,0 +1,107 @@
+"""Printing results: rich tables for people, JSON for programs. Commands stay thin by using it."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def to_json(data: Any) -> str:
+    """Stable, pretty JSON (non-finite floats become null, bytes hex, paths strings)."""
+    return json.dumps(_jsonable(data), indent=2, sort_keys=False, allow_nan=False)
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (plain print: no rich markup or wrapping)."""
+    sys.stdout.write(to_json(data) + "\n")
+    sys.stdout.flush()
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically, creating parent directories."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_json(data) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Human formatting of a table cell."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 10 ** (-digits)):
+            return f"{value:.{digits}g}"
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    caption: str | None = None,
+) -> None:
+    """Print a rich table; numbers right-aligned."""
+    table = Table(title=title, caption=caption, show_lines=False)
+    numeric = [
+        all(isinstance(r[i], int | float) or r[i] is None for r in rows) if rows else False
+        for i in range(len(columns))
+    ]
+    for name, is_num in zip(columns, numeric, strict=True):
+        table.add_column(name, justify="right" if is_num else "left")
+    for row in rows:
+        table.add_row(*(fmt(v) for v in row))
+    console.print(table)
+
+
+def print_kv(title: str | None, items: Sequence[tuple[str, Any]]) -> None:
+    """Print key/value pairs as a two-column table."""
+    table = Table(title=title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in items:
+        table.add_row(key, fmt(value))
+    console.print(table)
+
+
+def error(message: str) -> None:
+    """One clear line on stderr."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[bold yellow]warning:[/] {message}", markup=True, soft_wrap=True)
