@@ -87,9 +87,15 @@ def _root(
 
 
 # Sub-command groups. Each library package registers its own commands on them.
-config_app = typer.Typer(help="Show, validate and locate the node configuration.", no_args_is_help=True)
-hw_app = typer.Typer(help="Detect GPUs, judge them for training and benchmark them.", no_args_is_help=True)
-bench_app = typer.Typer(help="The measured claims: quality, consensus, throughput.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Show, validate and locate the node configuration.", no_args_is_help=True
+)
+hw_app = typer.Typer(
+    help="Detect GPUs, judge them for training and benchmark them.", no_args_is_help=True
+)
+bench_app = typer.Typer(
+    help="The measured claims: quality, consensus, throughput.", no_args_is_help=True
+)
 sim_app = typer.Typer(help="Deterministic simulations (seeded, replayable).", no_args_is_help=True)
 
 app.add_typer(config_app, name="config", rich_help_panel=PANEL_NODE)

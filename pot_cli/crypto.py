@@ -17,7 +17,8 @@ Signed messages
 ---------------
 A signature never covers a bare payload. It covers a domain-separated envelope::
 
-    b"pot/v1\\x00" + domain + b"\\x00" + canonical_bytes({"chain_id": ..., "height": ..., "body": ...})
+    b"pot/v1\\x00" + domain + b"\\x00"
+        + canonical_bytes({"chain_id": ..., "height": ..., "body": ...})
 
 so a signature made for one purpose (``domain``, e.g. ``"pbft/commit"``), one chain and one
 height can never be replayed for another.
@@ -111,20 +112,14 @@ def _normalise(obj: Any, path: str) -> Any:
         out: dict[str, Any] = {}
         for key, value in obj.items():
             if not isinstance(key, str):
-                raise EncodingError(
-                    f"cannot encode non-string key {key!r} at {path or '<root>'}"
-                )
+                raise EncodingError(f"cannot encode non-string key {key!r} at {path or '<root>'}")
             out[key] = _normalise(value, f"{path}.{key}" if path else key)
         return out
     if isinstance(obj, list | tuple):
         return [_normalise(v, f"{path}[{i}]") for i, v in enumerate(obj)]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _normalise(
-            {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, path
-        )
-    raise EncodingError(
-        f"cannot encode value of type {type(obj).__name__} at {path or '<root>'}"
-    )
+        return _normalise({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, path)
+    raise EncodingError(f"cannot encode value of type {type(obj).__name__} at {path or '<root>'}")
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -152,7 +147,9 @@ def signing_bytes(domain: str, chain_id: str, height: int, body: Any) -> bytes:
 def address_from_public_key(public_key: bytes) -> str:
     """The ``pot1…`` address of a raw 32-byte Ed25519 public key."""
     if len(public_key) != PUBLIC_KEY_SIZE:
-        raise ValueError(f"an Ed25519 public key has {PUBLIC_KEY_SIZE} bytes, got {len(public_key)}")
+        raise ValueError(
+            f"an Ed25519 public key has {PUBLIC_KEY_SIZE} bytes, got {len(public_key)}"
+        )
     body = sha256(b"pot/address\x00" + public_key)[:20]
     return ADDRESS_PREFIX + body.hex() + sha256(body)[:2].hex()
 
