@@ -42,8 +42,8 @@ from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,
     Message,
-    PrePrepare,
     Prepare,
+    PrePrepare,
     Signed,
 )
 from pot_cli.consensus.replica import Output, Replica
@@ -460,9 +460,9 @@ class Simulation:
     ) -> tuple[tuple[int, str, int, int], str] | None:
         """The conflict key of a delivered message the replica is in a position to check."""
         if isinstance(msg, Checkpoint):
-            if r.low < msg.seq <= r.high and msg.seq % self.cfg.checkpoint_interval == 0:
-                if self.shared.check(msg) and msg.replica != node.rid:
-                    return (msg.replica, msg.TYPE, 0, msg.seq), msg.digest
+            eligible = r.low < msg.seq <= r.high and msg.seq % self.cfg.checkpoint_interval == 0
+            if eligible and msg.replica != node.rid and self.shared.check(msg):
+                return (msg.replica, msg.TYPE, 0, msg.seq), msg.digest
             return None
         if not isinstance(msg, PrePrepare | Prepare | Commit):
             return None
@@ -533,9 +533,8 @@ class Simulation:
         return False
 
     def _route(self, src: Node, to: int | None, msg: Message) -> None:
-        if self.sc.keep_history and len(self.history) < 5000 and isinstance(msg, Signed):
-            self.history.append((self.now, msg))
-        elif self.sc.fault == "replay" and isinstance(msg, Signed) and len(self.history) < 2000:
+        keep = self.sc.keep_history or self.sc.fault == "replay"
+        if keep and isinstance(msg, Signed) and len(self.history) < 5000:
             self.history.append((self.now, msg))
         dests = (
             [n for n in self.nodes if n.rid != src.rid]
