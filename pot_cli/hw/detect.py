@@ -295,17 +295,19 @@ def render(report: DetectReport) -> None:
     """The human view: host line, NVML line, a rig summary, then one table per GPU."""
     cpu = report.cpu
     mem = f", {cpu.memory_total_mb} MB RAM" if cpu.memory_total_mb else ""
-    console.print(f"[bold]CPU[/]: {cpu.model} ({cpu.logical_cores} logical cores{mem})")
-    t = report.torch
     console.print(
-        f"[bold]torch[/]: {t.version} ({'CPU-only build' if t.cpu_only else 'CUDA ' + str(t.cuda)})"
+        f"[bold]CPU[/]: {cpu.model} ({cpu.logical_cores} logical cores{mem})", soft_wrap=True
     )
+    t = report.torch
+    kind = "CPU-only build" if t.cpu_only else f"CUDA {t.cuda}"
+    console.print(f"[bold]torch[/]: {t.version} ({kind})", soft_wrap=True)
     if not report.nvml_available:
-        console.print(f"[bold yellow]NVML[/]: {report.nvml_message}")
+        console.print(f"[bold yellow]NVML[/]: {report.nvml_message}", soft_wrap=True)
     else:
         console.print(
             f"[bold]NVML[/]: driver {report.driver_version or 'n/a'}, CUDA "
-            f"{report.cuda_driver_version or 'n/a'}, {len(report.gpus)} GPU(s) shown"
+            f"{report.cuda_driver_version or 'n/a'}, {len(report.gpus)} GPU(s) shown",
+            soft_wrap=True,
         )
     if report.gpus:
         table = Table(title="GPUs")
@@ -319,9 +321,10 @@ def render(report: DetectReport) -> None:
             cost = cost_per_hour(total, report.price_per_kwh)
             console.print(
                 f"rig draw now {total:.0f} W: {cost:.3f} per hour at "
-                f"{report.price_per_kwh}/kWh ({report.price_source})"
+                f"{report.price_per_kwh}/kWh ({report.price_source})",
+                soft_wrap=True,
             )
         for g in report.gpus:
             console.print(_gpu_table(g, report.price_per_kwh))
     for note in report.notes:
-        console.print(f"[bold]note[/]: {note}")
+        console.print(f"[bold]note[/]: {note}", soft_wrap=True)
