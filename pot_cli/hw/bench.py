@@ -246,17 +246,25 @@ class _Env:
     cc: tuple[int, int] | None
 
 
-def _resolve_device(device: str) -> _Env:
+def parse_device(device: str) -> Any:
+    """``torch.device`` of a ``--device`` value; anything but cpu / cuda[:N] is a usage error."""
     import torch
 
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {device!r}: use cpu or cuda:N ({exc})") from None
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {device!r}: use cpu or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"unsupported device {device!r}: use cpu or cuda:N")
+    return dev
+
+
+def _resolve_device(device: str) -> _Env:
+    import torch
+
+    dev = parse_device(device)
     if dev.type == "cpu":
         return _Env(torch, dev, lambda: None, None)
-    if dev.type != "cuda":
-        raise UsageError(f"unsupported device {device!r}: use cpu or cuda:N")
     if not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
         raise BenchError(

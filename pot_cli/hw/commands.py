@@ -185,11 +185,12 @@ def bench_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pot_cli import paths
-    from pot_cli.hw.bench import QUICK_SIZES, BenchSizes, bench_path, run_bench
+    from pot_cli.hw.bench import QUICK_SIZES, BenchSizes, bench_path, parse_device, run_bench
     from pot_cli.hw.pricing import resolve_price
     from pot_cli.training.tasks import task_names
 
     state = get_state(ctx)
+    parse_device(device)
     price, _ = resolve_price(price_per_kwh, state.config_path)
     base = QUICK_SIZES if quick else BenchSizes()
     sizes = BenchSizes(
