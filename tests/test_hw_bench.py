@@ -14,6 +14,7 @@ from pot_cli.hw.bench import (
     SCHEMA,
     BenchError,
     BenchSizes,
+    _Timing,
     bench_path,
     load_bench,
     load_bench_for,
@@ -42,7 +43,8 @@ def test_real_cpu_bench_measures_every_test(cpu_result: object) -> None:
     assert result.schema == SCHEMA and result.device == "cpu"
     fp32 = result.get("matmul", dtype="fp32")
     assert fp32 is not None and fp32.status == "ok"
-    assert fp32.value > 0 and fp32.iterations >= 1 and fp32.detail == {"n": 32}
+    assert fp32.value > 0 and fp32.iterations >= 3 and fp32.detail["n"] == 32
+    assert 0 < fp32.detail["median"] <= fp32.value  # the fastest window is reported
     assert fp32.seconds >= 0.005  # the calibrated loop ran for (about) min_seconds
     bw = result.get("memory_bandwidth")
     assert bw is not None and bw.status == "ok" and bw.value > 0
@@ -52,9 +54,17 @@ def test_real_cpu_bench_measures_every_test(cpu_result: object) -> None:
     h2d = result.get("host_to_device")
     assert h2d is not None and h2d.status == "skipped" and "host" in (h2d.reason or "")
     assert result.power_source is None and task.avg_power_w is None
+    assert result.load_average_1m is None or result.load_average_1m >= 0
     assert result.task_rates() == {"digits": {"fp32": task.value}}
     # progress hook: one call per test, then "done"
     assert steps[0][1:] == (0, len(steps) - 1) and steps[-1][0] == "done"
+
+
+def test_timing_reports_the_fastest_window_and_keeps_the_median() -> None:
+    timing = _Timing(iterations_per_window=4, window_seconds=(2.0, 1.0, 4.0))
+    assert timing.iterations == 12 and timing.seconds == 7.0
+    assert timing.rate(0.5) == 2.0  # 4 x 0.5 work in the fastest (1 s) window
+    assert timing.median_rate(0.5) == 1.0
 
 
 def test_cpu_low_precision_depends_on_cpu_flags() -> None:

@@ -17,6 +17,7 @@ Results are saved as JSON (``schema: pot.hw.bench/1``) under ``<home>/hw/bench-<
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -88,6 +89,7 @@ class BenchResult:
     price_per_kwh: float
     power_source: str | None  # "nvml" when power was sampled
     nvml_index: int | None = None
+    load_average_1m: float | None = None  # host load when the run started (shared machines)
     measurements: list[Measurement] = field(default_factory=list)
     schema: str = SCHEMA
 
@@ -179,6 +181,7 @@ def load_bench(path: Path) -> BenchResult:
         price_per_kwh=float(data["price_per_kwh"]),
         power_source=data["power_source"],
         nvml_index=data.get("nvml_index"),
+        load_average_1m=data.get("load_average_1m"),
         measurements=measurements,
     )
 
@@ -220,22 +223,51 @@ def matmul_dtypes(
     return out
 
 
-def _calibrated(
-    fn: Callable[[], None], sync: Callable[[], None], min_seconds: float
-) -> tuple[int, float]:
-    """Run ``fn`` enough times to last ``min_seconds`` (after the caller's warm-up)."""
+WINDOWS = 3
+"""Timed windows per test: the fastest one is reported (least disturbed by other processes on a
+shared machine, as ``timeit`` does), the median is kept in ``detail`` for comparison."""
+
+
+@dataclass(frozen=True)
+class _Timing:
+    iterations_per_window: int
+    window_seconds: tuple[float, ...]
+
+    @property
+    def iterations(self) -> int:
+        return self.iterations_per_window * len(self.window_seconds)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.window_seconds)
+
+    def rate(self, work_per_iteration: float) -> float:
+        """Best work per second over the windows."""
+        return work_per_iteration * self.iterations_per_window / min(self.window_seconds)
+
+    def median_rate(self, work_per_iteration: float) -> float:
+        ordered = sorted(self.window_seconds)
+        return work_per_iteration * self.iterations_per_window / ordered[len(ordered) // 2]
+
+
+def _timed(fn: Callable[[], None], sync: Callable[[], None], min_seconds: float) -> _Timing:
+    """Time ``fn`` (after the caller's warm-up) in :data:`WINDOWS` windows lasting
+    ``min_seconds`` together; one synchronised probe run sizes the windows."""
     sync()
     t0 = time.perf_counter()
     fn()
     sync()
     one = max(time.perf_counter() - t0, 1e-7)
-    iters = max(1, min(100_000, math.ceil(min_seconds / one)))
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync()
-    return iters, time.perf_counter() - t0
+    iters = max(1, min(100_000, math.ceil(min_seconds / WINDOWS / one)))
+    windows = []
+    for _ in range(WINDOWS):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        sync()
+        windows.append(max(time.perf_counter() - t0, 1e-9))
+    return _Timing(iters, tuple(windows))
 
 
 @dataclass
@@ -308,17 +340,17 @@ def _matmul(env: _Env, dtype: str, sizes: BenchSizes) -> Measurement:
 
     for _ in range(2):  # warm-up: kernel selection, caches, clocks
         step()
-    iters, seconds = _calibrated(step, env.sync, sizes.min_seconds)
-    flops = 2.0 * n**3 * iters
+    timing = _timed(step, env.sync, sizes.min_seconds)
+    tflop = 2.0 * n**3 / 1e12
     return Measurement(
         test="matmul",
         label=f"matmul {dtype}",
         unit="TFLOP/s",
         dtype=dtype,
-        value=flops / seconds / 1e12,
-        seconds=seconds,
-        iterations=iters,
-        detail={"n": n},
+        value=timing.rate(tflop),
+        seconds=timing.seconds,
+        iterations=timing.iterations,
+        detail={"n": n, "median": timing.median_rate(tflop)},
     )
 
 
@@ -333,16 +365,20 @@ def _memory_bandwidth(env: _Env, sizes: BenchSizes) -> Measurement:
 
     for _ in range(2):
         step()
-    iters, seconds = _calibrated(step, env.sync, sizes.min_seconds)
-    moved = 2 * src.numel() * 4 * iters  # each copy reads and writes the buffer
+    timing = _timed(step, env.sync, sizes.min_seconds)
+    gb = 2 * src.numel() * 4 / 1e9  # each copy reads and writes the buffer
     return Measurement(
         test="memory_bandwidth",
         label="memory bandwidth (copy)",
         unit="GB/s",
-        value=moved / seconds / 1e9,
-        seconds=seconds,
-        iterations=iters,
-        detail={"bytes": src.numel() * 4, "counts": "read + write"},
+        value=timing.rate(gb),
+        seconds=timing.seconds,
+        iterations=timing.iterations,
+        detail={
+            "bytes": src.numel() * 4,
+            "counts": "read + write",
+            "median": timing.median_rate(gb),
+        },
     )
 
 
@@ -365,16 +401,21 @@ def _host_copies(env: _Env, sizes: BenchSizes) -> list[Measurement]:
     ):
         for _ in range(2):
             step()
-        iters, seconds = _calibrated(step, env.sync, sizes.min_seconds)
+        timing = _timed(step, env.sync, sizes.min_seconds)
+        gb = host.numel() * 4 / 1e9
         results.append(
             Measurement(
                 test=test,
                 label=label,
                 unit="GB/s",
-                value=host.numel() * 4 * iters / seconds / 1e9,
-                seconds=seconds,
-                iterations=iters,
-                detail={"bytes": host.numel() * 4, "pinned": True},
+                value=timing.rate(gb),
+                seconds=timing.seconds,
+                iterations=timing.iterations,
+                detail={
+                    "bytes": host.numel() * 4,
+                    "pinned": True,
+                    "median": timing.median_rate(gb),
+                },
             )
         )
     return results
@@ -412,6 +453,13 @@ def _task(env: _Env, task: str, dtype: str, sizes: BenchSizes) -> Measurement:
         iterations=m.steps,
         detail={"batch_size": m.batch_size, "samples": m.samples},
     )
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _as_list(fn: Callable[..., Measurement], *args: Any) -> list[Measurement]:
@@ -505,6 +553,7 @@ def run_bench(
         price_per_kwh=price_per_kwh,
         power_source="nvml" if sampler is not None else None,
         nvml_index=None if sampler is None else sampler.nvml_index,
+        load_average_1m=_load_average(),
     )
     allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, not TF32
