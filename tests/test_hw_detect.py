@@ -256,6 +256,10 @@ def test_cli_detect_price_from_flag_config_and_default(tmp_path: Path) -> None:
     assert data["gpus"][0]["cost_per_hour_now"] == pytest.approx(0.11735 * 0.32)
     data = json.loads(cli(tmp_path, "detect", "--json", "--price-per-kwh", "0.5", env=env).stdout)
     assert data["electricity"]["price_per_kwh"] == 0.5
+    over = {**env, "POT_MINER_ELECTRICITY_PRICE_PER_KWH": "0.4"}
+    data = json.loads(cli(tmp_path, "detect", "--json", env=over).stdout)
+    assert data["electricity"]["price_per_kwh"] == 0.4
+    assert data["electricity"]["source"] == "POT_MINER_ELECTRICITY_PRICE_PER_KWH"
 
 
 def test_cli_detect_invalid_config_is_an_error(tmp_path: Path) -> None:

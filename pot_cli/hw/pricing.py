@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pot_cli.errors import UsageError
 
 DEFAULT_PRICE_PER_KWH = 0.15
+ENV_OVERRIDE = "POT_MINER_ELECTRICITY_PRICE_PER_KWH"  # the config's environment override
 
 
 def resolve_price(flag: float | None, config_path: Path) -> tuple[float, str]:
@@ -23,6 +25,8 @@ def resolve_price(flag: float | None, config_path: Path) -> tuple[float, str]:
     exists = Path(config_path).exists()
     cfg = load_config(config_path, missing_ok=True)
     price = float(cfg.miner.electricity_price_per_kwh)
+    if ENV_OVERRIDE in os.environ:
+        return price, ENV_OVERRIDE
     return price, (str(config_path) if exists else "default")
 
 
