@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,8 @@ class SimConfig:
     crash_at_write: tuple[int, int] | None = None  # (replica, k): crash after its k-th record
     crash_downtime: int = 150
     keep_history: bool = False
+    crash_primary_at: int | None = None  # crash replica 0 for good at this time (bench)
+    measure_cpu: bool = False
 
     def __post_init__(self) -> None:
         if self.fault not in FAULT_KINDS:
@@ -130,6 +133,8 @@ class SimResult:
     state_transfers: int
     first_commit_time: dict[int, int] = field(default_factory=dict)
     commit_latencies: list[int] = field(default_factory=list)
+    replica_cpu: float = 0.0
+    verifications: int = 0
 
     @property
     def replay(self) -> str:
@@ -214,6 +219,7 @@ class Simulation:
         self.jitter = config.max_delay
         self.extra_delay = 0
         self.nodes: list[Node] = []
+        self.replica_cpu = 0.0
         self._setup_faults()
 
     # ------------------------------------------------------------------ set-up
@@ -289,6 +295,9 @@ class Simulation:
             while t < sc.chaos_until:
                 self._push(t, kind, None)
                 t += rng.randint(3, 25)
+        if sc.crash_primary_at is not None:
+            self.nodes[0].honest = False  # crashed for good: counts as one of the f faulty
+            self._push(sc.crash_primary_at, "kill", 0)
         if sc.crash_at_write is not None:
             r, _k = sc.crash_at_write
             self.nodes[r].crash_armed = True
@@ -352,7 +361,14 @@ class Simulation:
             state_transfers=sum(n.replica.stats["state_transfers"] for n in honest if n.replica),
             first_commit_time=dict(self.first_commit_time),
             commit_latencies=list(self.commit_latencies),
+            replica_cpu=self.replica_cpu,
+            verifications=self._verifications(),
         )
+
+    def _verifications(self) -> int:
+        if self.sc.shared_verifier:
+            return self.shared.verified
+        return sum(n.replica.ver.verified for n in self.nodes if n.replica is not None)
 
     def _all_done(self) -> bool:
         for n in self.nodes:
@@ -369,7 +385,10 @@ class Simulation:
             if node.replica is not None and node.app is not None and node.timer_at == self.now:
                 node.timer_at = None
                 node.app.now = self.now
-                self._process(node, node.replica.tick(self.now))
+                t0 = time.process_time()
+                out = node.replica.tick(self.now)
+                self.replica_cpu += time.process_time() - t0
+                self._process(node, out)
         elif kind == "crash":
             rid, lose = payload
             for node in self.nodes:
@@ -381,6 +400,10 @@ class Simulation:
             node = self.nodes[payload]
             if node.crash_armed and node.replica is not None:
                 self._crash(node)
+        elif kind == "kill":
+            node = self.nodes[payload]
+            node.replica = node.app = None
+            node.timer_at = None
         elif kind == "restart":
             node = self.nodes[payload]
             if node.replica is None:
@@ -443,7 +466,9 @@ class Simulation:
             return
         node.app.now = self.now
         watch = self._evidence_watch(node, replica, msg) if node.honest else None
+        t0 = time.process_time()
         out = replica.step(msg, self.now)
+        self.replica_cpu += time.process_time() - t0
         if watch is not None:
             key, digest = watch
             seen = node.delivered.setdefault(key, set())

@@ -1,0 +1,228 @@
+"""Normal-case acceptance rules, checkpoints, evidence and the signing guard, by hand."""
+
+from __future__ import annotations
+
+from pot_cli.consensus.app import ChainApp
+from pot_cli.consensus.certificates import verify_block
+from pot_cli.consensus.harness import CHAIN, Keys
+from pot_cli.consensus.messages import (
+    Checkpoint,
+    Commit,
+    PrePrepare,
+    Prepare,
+    ViewChange,
+    proposal_digest,
+)
+from pot_cli.consensus.replica import Output, Replica
+
+
+def sent(out: Output, cls: type) -> list:
+    return [m for _, m in out.sends if isinstance(m, cls)]
+
+
+def prepared_backup(k: Keys, seq: int = 1, rid: int = 1) -> tuple[Replica, PrePrepare]:
+    """Replica ``rid`` with an accepted pre-prepare for (0, seq)."""
+    r = k.replica(rid)
+    pp = k.pp(0, seq)
+    out = r.step(pp, 0)
+    assert sent(out, Prepare), out.rejected
+    return r, pp
+
+
+def test_pre_prepare_from_primary_is_prepared_and_logged() -> None:
+    k = Keys()
+    r = k.replica(1)
+    pp = k.pp(0, 1)
+    out = r.step(pp, 0)
+    (p,) = sent(out, Prepare)
+    assert (p.view, p.seq, p.digest, p.replica) == (0, 1, pp.digest, 1)
+    kinds = [rec["kind"] for rec in out.records]
+    assert kinds == ["msg", "msg"]  # the accepted pre-prepare, then our signed prepare
+    assert out.records[1]["message"]["type"] == "prepare"
+
+
+def test_pre_prepare_rejections() -> None:
+    k = Keys()
+    r = k.replica(1)
+    cases = {
+        "not from the primary": k.pp(0, 1, signer=2),
+        "outside watermarks": k.pp(0, k.cfg.watermark_window + 1),
+        "application rejected": k.pp(0, 1, {"seq": 1, "data": "poison"}),
+    }
+    for reason, msg in cases.items():
+        out = r.step(msg, 0)
+        assert not out.sends and any(reason in x for x in out.rejected), (reason, out.rejected)
+    # a forged signature: the primary's message signed by someone else
+    good = k.pp(0, 2)
+    forged = PrePrepare(
+        good.view, good.seq, good.digest, good.proposal, 0, k.pp(0, 2, signer=3).sig
+    )
+    out = r.step(forged, 0)
+    assert "invalid signature" in out.rejected[0] and not out.sends
+    # digest that does not match the proposal
+    bad = k.pp(0, 3)
+    lying = PrePrepare(0, 3, proposal_digest({"seq": 3, "data": "x"}), bad.proposal, 0)
+    from pot_cli.consensus.messages import sign
+
+    out = r.step(sign(k.ids[0], CHAIN, lying), 0)
+    assert "digest does not match" in out.rejected[0]
+    # a null proposal is only legal inside a new-view
+    out = r.step(k.null_pp(0, 4), 0)
+    assert "null proposal" in out.rejected[0]
+    assert r.stats["rejected"] == 6
+
+
+def test_conflicting_pre_prepare_is_rejected_and_kept_as_evidence() -> None:
+    k = Keys()
+    r, pp = prepared_backup(k)
+    other = k.pp(0, 1, {"seq": 1, "data": "other"})
+    out = r.step(other, 1)
+    assert not out.sends and "conflicts" in out.rejected[0]
+    (ev,) = r.evidence
+    assert (ev.replica, ev.phase, ev.view, ev.seq) == (0, "pre-prepare", 0, 1)
+    assert {ev.first.digest, ev.second.digest} == {pp.digest, other.digest}
+    assert out.records[-1]["kind"] == "evidence"
+
+
+def test_old_view_rejected_future_view_buffered() -> None:
+    k = Keys()
+    r = k.replica(3)
+    r.view = 2
+    out = r.step(k.pp(1, 1), 0)
+    assert "old view" in out.rejected[0]
+    out = r.step(k.pp(4, 1), 0)
+    assert not out.sends and not out.rejected  # buffered until view 4 starts
+    assert len(r._future) == 1
+
+
+def test_prepare_from_primary_rejected_and_quorum_leads_to_commit() -> None:
+    k = Keys()
+    r, pp = prepared_backup(k)
+    out = r.step(k.prepare(0, 1, pp.digest, 0), 1)
+    assert "from the primary" in out.rejected[0]
+    # one more matching prepare (ours + replica 2's = 2f) prepares the request
+    out = r.step(k.prepare(0, 1, pp.digest, 2), 1)
+    (c,) = sent(out, Commit)
+    assert (c.view, c.seq, c.digest) == (0, 1, pp.digest)
+
+
+def test_mismatching_prepares_do_not_prepare() -> None:
+    k = Keys()
+    r, pp = prepared_backup(k)
+    out = r.step(k.prepare(0, 1, proposal_digest("other"), 2), 1)
+    assert not sent(out, Commit)
+
+
+def test_commit_quorum_commits_with_offline_verifiable_certificate() -> None:
+    k = Keys()
+    r, pp = prepared_backup(k)
+    r.step(k.prepare(0, 1, pp.digest, 2), 1)
+    out = r.step(k.commit(0, 1, pp.digest, 0), 2)
+    assert not out.committed
+    out = r.step(k.commit(0, 1, pp.digest, 3), 3)
+    (block,) = out.committed
+    assert block.seq == 1 and block.proposal == pp.proposal and len(block.commits) == 3
+    assert verify_block(block, CHAIN, k.cfg.public_keys)
+    assert not verify_block(block, "other-chain", k.cfg.public_keys)
+    tampered = type(block)(1, 0, block.digest, {"seq": 1, "data": "evil"}, block.commits)
+    assert not verify_block(tampered, CHAIN, k.cfg.public_keys)
+    short = type(block)(1, 0, block.digest, block.proposal, block.commits[:2])
+    assert not verify_block(short, CHAIN, k.cfg.public_keys)
+    assert r.last_exec == 1 and r.app.height == 1  # type: ignore[attr-defined]
+
+
+def _drive_to_committed(k: Keys, r: Replica, seq: int) -> Output:
+    pp = k.pp(0, seq)
+    r.step(pp, 0)
+    r.step(k.prepare(0, seq, pp.digest, 2), 0)
+    r.step(k.commit(0, seq, pp.digest, 0), 0)
+    return r.step(k.commit(0, seq, pp.digest, 3), 0)
+
+
+def test_execution_strictly_in_sequence_order() -> None:
+    k = Keys()
+    r = k.replica(1)
+    out2 = _drive_to_committed(k, r, 2)
+    assert not out2.committed and r.last_exec == 0
+    out1 = _drive_to_committed(k, r, 1)
+    assert [b.seq for b in out1.committed] == [1, 2]
+
+
+def test_checkpoint_becomes_stable_and_collects_garbage() -> None:
+    k = Keys(checkpoint_interval=2, watermark_window=4)
+    r = k.replica(1)
+    _drive_to_committed(k, r, 1)
+    out = _drive_to_committed(k, r, 2)
+    (cp,) = sent(out, Checkpoint)
+    assert cp.seq == 2 and cp.digest == r.app.state_digest()
+    assert r.low == 0
+    r.step(k.checkpoint(2, cp.digest, 0), 0)
+    out = r.step(k.checkpoint(2, cp.digest, 3), 0)
+    assert r.low == 2 and r.high == 6
+    assert out.compact is not None and out.compact[1]["kind"] == "stable"
+    assert all(seq > 2 for _, seq in r._entries)
+    # messages at or below the low watermark are now rejected
+    out = r.step(k.pp(0, 2), 0)
+    assert "outside watermarks" in out.rejected[0]
+
+
+def test_checkpoints_with_wrong_digest_do_not_stabilise() -> None:
+    k = Keys(checkpoint_interval=2, watermark_window=4)
+    r = k.replica(1)
+    _drive_to_committed(k, r, 1)
+    _drive_to_committed(k, r, 2)
+    r.step(k.checkpoint(2, "11" * 32, 0), 0)
+    r.step(k.checkpoint(2, "11" * 32, 3), 0)
+    assert r.low == 0
+    out = r.step(k.checkpoint(3, "11" * 32, 0), 0)
+    assert "not a checkpoint sequence number" in out.rejected[0]
+
+
+def test_double_vote_produces_evidence() -> None:
+    k = Keys()
+    r, pp = prepared_backup(k)
+    r.step(k.commit(0, 1, pp.digest, 3), 0)
+    r.step(k.commit(0, 1, proposal_digest("evil"), 3), 0)
+    (ev,) = r.evidence
+    assert (ev.replica, ev.phase) == (3, "commit")
+    d = ev.to_dict()
+    assert d["first"]["digest"] != d["second"]["digest"]
+
+
+def test_last_signed_guard_survives_restart() -> None:
+    k = Keys()
+    r, pp = prepared_backup(k)
+    records = list(r.dump_records())
+    again = Replica.restore(k.cfg, 1, k.ids[1], ChainApp(), records)
+    # the same prepare is re-used, a conflicting one is refused
+    e = again._entries[(0, 1)]
+    assert e.prepares[1].digest == pp.digest
+    e.pre_prepare = k.pp(0, 1, {"seq": 1, "data": "other"})
+    del e.prepares[1]
+    out = again.start(5)
+    assert any("refusing to sign a conflicting" in x for x in out.rejected)
+    assert not [m for m in sent(out, Prepare) if m.digest != pp.digest]
+
+
+def test_no_normal_case_signing_after_view_change() -> None:
+    k = Keys()
+    r = k.replica(1)
+    r.tick(10_000)  # nothing pending yet: no timer
+    r.app = ChainApp(target=5)
+    out = r.tick(0)
+    assert out.timer is not None
+    out = r.tick(out.timer)
+    (vc,) = sent(out, ViewChange)
+    assert vc.new_view == 1 and not r.active
+    # a pre-prepare of the old view is refused now
+    out = r.step(k.pp(0, 1), out.timer or 0)
+    assert "old view" in out.rejected[0]
+
+
+def test_primary_proposes_within_in_flight_and_watermarks() -> None:
+    k = Keys(max_in_flight=3)
+    r = Replica(k.cfg, 0, k.ids[0], ChainApp(target=100))
+    out = r.start(0)
+    pps = sent(out, PrePrepare)
+    assert [p.seq for p in pps] == [1, 2, 3]
+    assert all(ChainApp.valid_proposal(p.seq, p.proposal) for p in pps)
