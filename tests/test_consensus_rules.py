@@ -8,8 +8,8 @@ from pot_cli.consensus.harness import CHAIN, Keys
 from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,
-    PrePrepare,
     Prepare,
+    PrePrepare,
     ViewChange,
     proposal_digest,
 )
@@ -108,7 +108,7 @@ def test_prepare_from_primary_rejected_and_quorum_leads_to_commit() -> None:
 
 def test_mismatching_prepares_do_not_prepare() -> None:
     k = Keys()
-    r, pp = prepared_backup(k)
+    r, _ = prepared_backup(k)
     out = r.step(k.prepare(0, 1, proposal_digest("other"), 2), 1)
     assert not sent(out, Commit)
 

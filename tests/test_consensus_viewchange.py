@@ -14,9 +14,9 @@ from pot_cli.consensus.harness import CHAIN, Keys
 from pot_cli.consensus.messages import (
     NULL_DIGEST,
     NewView,
-    PrePrepare,
     Prepare,
     PreparedCert,
+    PrePrepare,
     ViewChange,
     proposal_digest,
     sign,
