@@ -171,11 +171,15 @@ TINY_ARGS = ["--matmul-n", "32", "--memory-mb", "1", "--min-seconds", "0.01", "-
 
 
 def test_cli_bench_json_writes_the_result_under_home(tmp_path: Path) -> None:
-    args = ["--home", str(tmp_path), "hw", "bench", "--quick", *TINY_ARGS]
+    import torch
+
+    before = torch.get_num_threads()
+    args = ["--home", str(tmp_path), "hw", "bench", "--quick", *TINY_ARGS, "--threads", "1"]
     result = runner.invoke(app, [*args, "--json", "--tasks", "digits"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["schema"] == SCHEMA and data["device"] == "cpu"
+    assert data["threads"] == 1 and torch.get_num_threads() == before
     assert data["sizes"]["matmul_n"] == 32 and data["sizes"]["task_warmup"] == 1
     saved = tmp_path / "hw" / "bench-cpu.json"
     assert f"wrote {saved}" in result.stderr.replace("\n", "")
@@ -201,6 +205,7 @@ def test_cli_bench_table_with_all_tasks(tmp_path: Path) -> None:
         (["--tasks", "nope"], 2, "unknown task"),
         (["--task-dtype", "fp8"], 2, "unknown dtype"),
         (["--matmul-n", "4"], 2, "matmul n"),
+        (["--threads", "0"], 2, "threads must be >= 1"),
     ],
 )
 def test_cli_bench_errors(tmp_path: Path, args: list[str], code: int, message: str) -> None:

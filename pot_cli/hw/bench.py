@@ -479,10 +479,37 @@ def run_bench(
     price_per_kwh: float = 0.15,
     on_step: StepHook | None = None,
     name: str | None = None,
+    threads: int | None = None,
 ) -> BenchResult:
-    """Run every test on ``device`` and return the result (not yet saved)."""
+    """Run every test on ``device`` and return the result (not yet saved).
+
+    ``threads`` sets torch's intra-op CPU threads for the run (restored afterwards): rigs often
+    have 2-core CPUs, where the default may oversubscribe them.
+    """
     sizes.check()
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads must be >= 1, got {threads}")
     env = _resolve_device(device)
+    torch = env.torch
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_plan(env, sizes, tasks, task_dtype, sampler, price_per_kwh, on_step, name)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_plan(
+    env: _Env,
+    sizes: BenchSizes,
+    tasks: list[str],
+    task_dtype: str,
+    sampler: PowerSampler | None,
+    price_per_kwh: float,
+    on_step: StepHook | None,
+    name: str | None,
+) -> BenchResult:
     torch = env.torch
     flags = _cpu_flags() if env.dev.type == "cpu" else set()
     plan: list[_Planned] = []

@@ -174,6 +174,12 @@ def bench_command(
         str,
         typer.Option("--task-dtype", help="auto (fp32 + the card's best), fp32, fp16 or bf16."),
     ] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", help="CPU threads for torch (default: torch's choice).", show_default=False
+        ),
+    ] = None,
     price_per_kwh: PriceOpt = None,
     out: Annotated[
         Path | None,
@@ -209,7 +215,7 @@ def bench_command(
 
     with _nvml_sampler(device) as (sampler, power_note):
         if json_out:
-            result = run_bench(device, sizes, chosen, task_dtype, sampler, price)
+            result = run_bench(device, sizes, chosen, task_dtype, sampler, price, threads=threads)
         else:
             with Progress(
                 TextColumn("[bold]{task.description:<28}"),
@@ -224,7 +230,9 @@ def bench_command(
                 def on_step(label: str, position: int, total: int) -> None:
                     progress.update(bar, description=label, completed=position, total=total)
 
-                result = run_bench(device, sizes, chosen, task_dtype, sampler, price, on_step)
+                result = run_bench(
+                    device, sizes, chosen, task_dtype, sampler, price, on_step, threads=threads
+                )
     home = state.home
     target = out if out is not None else bench_path(home, result.device)
     if out is None:
