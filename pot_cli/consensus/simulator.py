@@ -32,8 +32,9 @@ from __future__ import annotations
 import heapq
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pot_cli.consensus.app import ChainApp
 from pot_cli.consensus.byzantine import BEHAVIOURS, Behaviour
@@ -86,6 +87,7 @@ class SimConfig:
     round_interval: int = 100
     shared_verifier: bool = True
     crash_at_write: tuple[int, int] | None = None  # (replica, k): crash after its k-th record
+    crash_lose_tail: bool = False  # with crash_at_write: lose the crashing step's records
     crash_downtime: int = 150
     keep_history: bool = False
     crash_primary_at: int | None = None  # crash replica 0 for good at this time (bench)
@@ -174,7 +176,7 @@ class Node:
     app_tag: str
     honest: bool
     behaviour: Behaviour
-    wal: MemoryWal = field(default_factory=MemoryWal)
+    wal: Any = field(default_factory=MemoryWal)
     replica: Replica | None = None
     app: ChainApp | None = None
     timer_at: int | None = None
@@ -185,11 +187,24 @@ class Node:
     delivered: dict[tuple[int, str, int, int], set[str]] = field(default_factory=dict)
 
 
-class Simulation:
-    """One seeded run. ``run()`` returns a :class:`SimResult`; it never raises on a violation."""
+class WalStore(Protocol):
+    def write(self, out: Output) -> None: ...
 
-    def __init__(self, config: SimConfig) -> None:
+    def load(self) -> list[dict[str, Any]]: ...
+
+
+class Simulation:
+    """One seeded run. ``run()`` returns a :class:`SimResult`; it never raises on a violation.
+
+    ``wal_factory(node_index)`` may supply a durable log (e.g. :class:`SqliteWal`) for a node;
+    by default every node gets a :class:`MemoryWal`.
+    """
+
+    def __init__(
+        self, config: SimConfig, wal_factory: Callable[[int], WalStore | None] | None = None
+    ) -> None:
         self.sc = config
+        self.wal_factory = wal_factory
         self.rng = random.Random(f"pot-sim/{config.seed}/{config.n}/{config.fault}")
         n = config.n
         self.identities = [sim_identity(i) for i in range(n)]
@@ -295,12 +310,18 @@ class Simulation:
             while t < sc.chaos_until:
                 self._push(t, kind, None)
                 t += rng.randint(3, 25)
+        if self.wal_factory is not None:
+            for node in self.nodes:
+                store = self.wal_factory(node.index)
+                if store is not None:
+                    node.wal = store
         if sc.crash_primary_at is not None:
             self.nodes[0].honest = False  # crashed for good: counts as one of the f faulty
             self._push(sc.crash_primary_at, "kill", 0)
         if sc.crash_at_write is not None:
             r, _k = sc.crash_at_write
             self.nodes[r].crash_armed = True
+            self.nodes[r].lose_tail = sc.crash_lose_tail
         self._push(sc.chaos_until, "heal", None)
         for s in range(2, sc.blocks + 1):
             self._push((s - 1) * sc.round_interval, "round", None)
@@ -538,14 +559,15 @@ class Simulation:
             units.append(Output(compact=out.compact))
         units.extend(Output(records=[rec]) for rec in out.records)
         target = self.sc.crash_at_write
-        before = list(node.wal.records)
+        memory = isinstance(node.wal, MemoryWal)
+        before = list(node.wal.records) if memory else []
         for unit in units:
             if target is not None and target[0] == node.index:
                 crash_now = node.writes >= target[1]
             else:
                 crash_now = self.rng.random() < 1.0 / (len(units) + 1)
             if crash_now:
-                if node.lose_tail:
+                if node.lose_tail and memory:
                     # what this step wrote was never fsynced: the disk keeps the old log
                     node.wal.records = before
                 self._crash(node)

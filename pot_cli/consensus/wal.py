@@ -7,9 +7,11 @@ commit returns) and only then may the host send the step's messages.
 
 Integrity: each row stores ``check = sha256(previous check + body)``, so a flipped byte, a
 missing row in the middle, reordered rows or a foreign log (other chain or replica) are
-detected on load, and the replica refuses to start with a :class:`WalCorruptError` naming the
-file and the record — never a silent divergence. A log that merely ends early (a crash before
-the last transaction committed) is a valid log: nothing after its end was ever sent.
+detected on load, as is a log whose tail was cut off (the ``head`` meta row, written in the
+same transaction as the records, names the last record and its check). The replica then
+refuses to start with a :class:`WalCorruptError` naming the file and the record — never a
+silent divergence. A crash before a transaction commits leaves the previous, valid log: nothing
+of the lost transaction was ever sent.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from pot_cli.consensus.replica import Output, WalCorruptError
-from pot_cli.crypto import canonical_bytes, sha256_hex
+from pot_cli.consensus.app import Application
+from pot_cli.consensus.config import ReplicaConfig
+from pot_cli.consensus.replica import Output, Replica, WalCorruptError
+from pot_cli.consensus.signatures import Verifier
+from pot_cli.crypto import Identity, canonical_bytes, sha256_hex
 
 FORMAT = "pot-pbft-wal/1"
 GENESIS_CHECK = "0" * 64
@@ -127,6 +132,10 @@ class SqliteWal:
                     (str(rows[0][0]) if rows else str(last_id + 1),),
                 )
             self._db.executemany("INSERT INTO records (id, body, chk) VALUES (?, ?, ?)", rows)
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)",
+                (f"{last_id}:{last_check}",),
+            )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
@@ -150,7 +159,9 @@ class SqliteWal:
         for row_id, body, chk in rows:
             where = f"{self.path}: consensus log record {row_id}"
             if row_id != expect_id:
-                raise WalCorruptError(f"{where}: expected record {expect_id} (a record is missing)")
+                raise WalCorruptError(
+                    f"{where}: expected record {expect_id} (a record is missing); refusing to start"
+                )
             if not isinstance(body, str) or chain_check(check, body) != chk:
                 raise WalCorruptError(f"{where}: checksum mismatch (corrupt); refusing to start")
             try:
@@ -162,7 +173,29 @@ class SqliteWal:
             out.append(rec)
             check = chk
             expect_id += 1
+        head = meta.get("head")
+        if head is not None and head != f"{expect_id - 1}:{check}":
+            raise WalCorruptError(
+                f"{self.path}: consensus log is truncated (it ends at record {expect_id - 1}, "
+                f"its last commit wrote {head.split(':')[0]}); refusing to start"
+            )
         return out
 
     def close(self) -> None:
         self._db.close()
+
+
+def open_replica(
+    wal: SqliteWal | MemoryWal,
+    config: ReplicaConfig,
+    replica_id: int,
+    identity: Identity,
+    app: Application,
+    verifier: Verifier | None = None,
+) -> Replica:
+    """A replica from its log: fresh when the log is empty, else replayed (``app`` must be at
+    genesis). Call ``start(now)`` on it, write its output, then send."""
+    records = wal.load()
+    if not records:
+        return Replica(config, replica_id, identity, app, verifier)
+    return Replica.restore(config, replica_id, identity, app, records, verifier)
