@@ -149,23 +149,44 @@ def bench_command(
         bool, typer.Option("--quick", help="Small sizes: a fast smoke run, rough figures.")
     ] = False,
     matmul_n: Annotated[
-        int | None, typer.Option("--matmul-n", help="Matrix size n (n x n).", show_default=False)
+        int | None,
+        typer.Option(
+            "--matmul-n",
+            help="Matrix size n of the n x n matmul (default 2048, --quick 512).",
+            show_default=False,
+        ),
     ] = None,
     memory_mb: Annotated[
         int | None,
-        typer.Option("--memory-mb", help="Buffer size of the bandwidth test.", show_default=False),
+        typer.Option(
+            "--memory-mb",
+            help="MB copied by the bandwidth test (default 256, --quick 32).",
+            show_default=False,
+        ),
     ] = None,
     copy_mb: Annotated[
         int | None,
-        typer.Option("--copy-mb", help="Buffer size of host<->device copies.", show_default=False),
+        typer.Option(
+            "--copy-mb",
+            help="MB per host<->device copy (default 256, --quick 32).",
+            show_default=False,
+        ),
     ] = None,
     min_seconds: Annotated[
         float | None,
-        typer.Option("--min-seconds", help="Least timed duration per test.", show_default=False),
+        typer.Option(
+            "--min-seconds",
+            help="Timed seconds per test, over 3 windows (default 0.5, --quick 0.1).",
+            show_default=False,
+        ),
     ] = None,
     task_steps: Annotated[
         int | None,
-        typer.Option("--task-steps", help="Timed gradient steps per task.", show_default=False),
+        typer.Option(
+            "--task-steps",
+            help="Timed gradient steps per task (default 10, --quick 3).",
+            show_default=False,
+        ),
     ] = None,
     tasks: Annotated[
         str, typer.Option("--tasks", help='Tasks to time: "all" or names like "digits".')
