@@ -235,6 +235,8 @@ class Replica:
             self._handle(msg)
         except (MessageError, EncodingError) as exc:
             self._reject(str(exc))
+        except PotError as exc:  # e.g. the application refusing a certified snapshot
+            self._reject(f"{type(exc).__name__}: {exc}")
         return self._finish()
 
     def tick(self, now: int) -> Output:
