@@ -1,9 +1,286 @@
-"""``pot bench quality`` (thin: the logic lives in the pot_cli.training library)."""
+"""``pot bench quality``, ``pot bench honest`` and ``pot bench calibrate`` (thin: the logic lives
+in the pot_cli.training library; torch is imported inside the commands)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from pot_cli import paths
+from pot_cli.context import get_state
+from pot_cli.output import emit_json, err_console, print_kv, print_table, write_json
+
+
+def _out_path(ctx: typer.Context, out: Path | None, name: str) -> Path:
+    return out if out is not None else paths.data_dir(get_state(ctx).home, "bench") / f"{name}.json"
+
+
+def _finish(report: dict[str, Any], path: Path, as_json: bool) -> None:
+    write_json(path, report)
+    if as_json:
+        emit_json(report)
+        err_console.print(f"wrote {path}")
+    else:
+        typer.echo(f"wrote {path}")
+
+
+def _targets(report: dict[str, Any]) -> None:
+    rows = [
+        [t["name"], t["value"], "met" if t["met"] else "MISSED"] for t in report.get("targets", [])
+    ]
+    if rows:
+        print_table("Targets", ["target", "measured", "status"], rows)
 
 
 def register(bench_app: typer.Typer) -> None:
     """Add the useful-work commands to ``pot bench``."""
+
+    @bench_app.command("quality")
+    def quality(
+        ctx: typer.Context,
+        task: Annotated[str, typer.Option(help="Task name (see configs/tasks/).")] = "digits",
+        miners: Annotated[
+            int | None, typer.Option(min=1, max=256, help="Miners (default: the task's).")
+        ] = None,
+        rounds: Annotated[
+            int | None, typer.Option(min=1, help="Rounds (default: the task's).")
+        ] = None,
+        byzantine: Annotated[
+            float, typer.Option(min=0.0, max=0.9, help="Fraction of Byzantine miners.")
+        ] = 0.25,
+        attack: Annotated[
+            str, typer.Option(help="Attack the Byzantine miners play, or 'mixed' (all, rotating).")
+        ] = "mixed",
+        compression: Annotated[
+            str, typer.Option(help="none | int8 | topk | topk:FRACTION (default fraction 0.05).")
+        ] = "none",
+        rule: Annotated[
+            str, typer.Option(help="mean | trimmed_mean | median | multi_krum.")
+        ] = "trimmed_mean",
+        spot_check_rate: Annotated[
+            float, typer.Option(min=0.0, max=1.0, help="Fraction of submissions re-computed.")
+        ] = 0.1,
+        tolerance: Annotated[
+            float | None, typer.Option(help="Spot-check tolerance (default: calibrated 0.1).")
+        ] = None,
+        seed: Annotated[str, typer.Option(help="Seed of the run (data order, identities).")] = "0",
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON instead of tables.")
+        ] = False,
+        out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    ) -> None:
+        """Centralized vs PoT-in-simulation vs plain mean without verification: quality, wall
+        time, bytes per submission, attacks caught and missed, honest rejections."""
+        from pot_cli.training.aggregation import AggregationRule
+        from pot_cli.training.bench import QualityBenchConfig, quality_bench
+        from pot_cli.training.codec import Compression
+        from pot_cli.training.tasks import load_task
+        from pot_cli.training.verification import DEFAULT_TOLERANCE, VerificationPolicy
+
+        t = load_task(task)
+        cfg = QualityBenchConfig(
+            task=t,
+            miners=miners or t.bench_miners,
+            rounds=rounds or t.bench_rounds,
+            byzantine_fraction=byzantine,
+            attack=attack,
+            compression=Compression.parse(compression),
+            rule=AggregationRule(rule),
+            policy=VerificationPolicy(
+                spot_check_rate=spot_check_rate,
+                tolerance=tolerance if tolerance is not None else DEFAULT_TOLERANCE,
+            ),
+            seed=seed,
+        )
+        report = quality_bench(cfg)
+        if not as_json:
+            c, p, n = report["centralized"], report["pot"], report["plain_mean_no_verification"]
+            conf = report["config"]
+            print_table(
+                f"Quality: {t.name} ({report['metric_name']}), {conf['miners']} miners "
+                f"({conf['byzantine_miners']} Byzantine, {conf['attack']}), "
+                f"{conf['rounds']} rounds, {conf['compression']}, {conf['rule']['name']}, "
+                f"spot-check {conf['spot_check_rate']}",
+                [
+                    "run",
+                    report["metric_name"],
+                    "quality ratio",
+                    "wall s",
+                    "wall ratio",
+                    "parallel wall s",
+                    "parallel ratio",
+                ],
+                [
+                    ["centralized", c["metric"], 1.0, c["seconds"], 1.0, c["seconds"], 1.0],
+                    [
+                        "PoT (verified, robust rule)",
+                        p["metric"],
+                        p["quality_ratio"],
+                        p["seconds"],
+                        p["wall_ratio"],
+                        p["parallel_seconds"],
+                        p["parallel_wall_ratio"],
+                    ],
+                    [
+                        "plain mean, no verification",
+                        n["metric"],
+                        n["quality_ratio"],
+                        n["seconds"],
+                        n["wall_ratio"],
+                        n["parallel_seconds"],
+                        n["parallel_wall_ratio"],
+                    ],
+                ],
+            )
+            attacks = p["attacks"]
+            naive_attacks = n["attacks"]
+            rows = [
+                [
+                    "honest",
+                    p["honest_submitted"],
+                    p["honest_rejected"],
+                    p["honest_submitted"] - p["honest_rejected"],
+                    "wrongly rejected",
+                    "-",
+                ]
+            ]
+            for name, a in attacks.items():
+                by = ", ".join(f"{k} {v}" for k, v in a["caught_by"].items())
+                na = naive_attacks.get(name, {})
+                rows.append(
+                    [name, a["submitted"], a["caught"], a["missed"], by or "-", na.get("missed", 0)]
+                )
+            print_table(
+                "Submissions (PoT run)",
+                [
+                    "miner kind",
+                    "submitted",
+                    "caught/rejected",
+                    "missed/accepted",
+                    "caught by",
+                    "accepted w/o verification",
+                ],
+                rows,
+            )
+            print_table(
+                "Bytes per submission",
+                ["compression", "bytes", "fraction of raw fp32"],
+                [
+                    [k, v["bytes"], v["fraction_of_raw"]]
+                    for k, v in report["bytes_per_submission"].items()
+                ],
+            )
+            print_kv(
+                None,
+                [
+                    ("spot checks (recomputed)", p["recomputed"]),
+                    ("total bench seconds", report["total_seconds"]),
+                ],
+            )
+            _targets(report)
+        _finish(report, _out_path(ctx, out, f"quality-{t.name}"), as_json)
+
+    @bench_app.command("honest")
+    def honest(
+        ctx: typer.Context,
+        task: Annotated[str, typer.Option(help="Task name.")] = "digits",
+        submissions: Annotated[
+            int, typer.Option(min=1, help="Honest submissions to verify.")
+        ] = 10_000,
+        miners: Annotated[int, typer.Option(min=1, max=256, help="Miners per round.")] = 20,
+        compression: Annotated[str, typer.Option(help="none | int8 | topk[:FRACTION].")] = "none",
+        seed: Annotated[str, typer.Option(help="Seed.")] = "honest",
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON instead of tables.")
+        ] = False,
+        out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    ) -> None:
+        """Honest submissions with mixed numerics (fp32/bf16/fp16, 1-2 threads, shuffled batch
+        order), every one re-computed by the validator: how many are wrongly rejected."""
+        from pot_cli.training.calibration import honest_rejections
+        from pot_cli.training.codec import Compression
+        from pot_cli.training.tasks import load_task
+
+        t = load_task(task)
+        result = honest_rejections(
+            t,
+            submissions=submissions,
+            miners=miners,
+            seed=seed,
+            compression=Compression.parse(compression),
+        )
+        report = {"bench": "honest", "compression": compression, **result.to_dict()}
+        report["targets"] = [
+            {
+                "name": "honest submissions rejected == 0",
+                "value": result.rejected,
+                "met": result.rejected == 0,
+            }
+        ]
+        if not as_json:
+            print_table(
+                f"Honest submissions: {t.name}, {compression}",
+                ["numerics", "submissions"],
+                [[k, v] for k, v in sorted(result.by_numerics.items())],
+            )
+            print_kv(
+                None,
+                [
+                    ("submissions", result.submissions),
+                    ("rejected", result.rejected),
+                    ("flagged, cleared by recompute", result.flagged),
+                    ("largest relative error", result.max_rel_error),
+                    ("tolerance", result.tolerance),
+                    ("seconds", result.seconds),
+                ],
+            )
+            _targets(report)
+        _finish(report, _out_path(ctx, out, f"honest-{t.name}"), as_json)
+
+    @bench_app.command("calibrate")
+    def calibrate_cmd(
+        ctx: typer.Context,
+        task: Annotated[str, typer.Option(help="Task name.")] = "digits",
+        rounds: Annotated[int, typer.Option(min=2, help="Honest training rounds.")] = 60,
+        checkpoints: Annotated[int, typer.Option(min=1, help="Checkpoints measured.")] = 4,
+        miners: Annotated[int, typer.Option(min=2, help="Miners measured per checkpoint.")] = 3,
+        compression: Annotated[str, typer.Option(help="none | int8 | topk[:FRACTION].")] = "none",
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON instead of tables.")
+        ] = False,
+        out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    ) -> None:
+        """Spot-check tolerance calibration: largest honest error per numerics vs smallest
+        forged error per forgery."""
+        from pot_cli.training.calibration import calibrate
+        from pot_cli.training.codec import Compression
+        from pot_cli.training.tasks import load_task
+
+        t = load_task(task)
+        rep = calibrate(
+            t,
+            rounds=rounds,
+            miners=miners,
+            checkpoints=checkpoints,
+            compression=Compression.parse(compression),
+        )
+        report = {"bench": "calibrate", **rep.to_dict()}
+        if not as_json:
+            rows: list[list[Any]] = [["honest " + k, v] for k, v in rep.honest_max.items()]
+            rows += [["forged " + k, v] for k, v in rep.forged_min.items()]
+            print_table(
+                f"Spot-check calibration: {t.name}, {rep.compression} "
+                f"(tolerance {rep.tolerance:g})",
+                ["gradient", "relative error (honest: max, forged: min)"],
+                rows,
+            )
+            print_kv(
+                None,
+                [
+                    ("honest margin (tolerance / worst honest)", report["honest_margin"]),
+                    ("forged margin (closest forged / tolerance)", report["forged_margin"]),
+                ],
+            )
+        _finish(report, _out_path(ctx, out, f"calibrate-{t.name}"), as_json)

@@ -1,0 +1,152 @@
+"""Aggregation rules behind one interface: :func:`aggregate`.
+
+* ``mean``: the seed paper's rule, ``(1/N) Σ g_i``.
+* ``trimmed_mean`` (the default): coordinate-wise, dropping the ``ceil(trim_fraction·N)``
+  largest and smallest values of every coordinate (at most ``(N-1)//2``). The default fraction
+  0.125 drops one value per side at N=8: verification removes what it catches first, so the
+  rule only has to absorb what slips through, and a heavier trim costs honest quality (digits,
+  80 rounds: 0.953 accuracy at 0.125 vs 0.933 at 0.25, mean 0.955).
+* ``median``: coordinate-wise median (the mean of the two middle values when N is even).
+* ``multi_krum``: Krum scores (sum of squared distances to the ``N-f-2`` nearest others), the
+  ``m = N-f`` lowest-scoring gradients averaged.
+
+Determinism (every validator must derive the bit-identical model): gradients are taken in
+sorted-address order, on the CPU in float32; the combining arithmetic is element-wise (sums
+are accumulated row by row, never by a multi-threaded reduction) and an element-wise
+min/max sorting network (exact).
+Multi-Krum's distances need reductions: they are computed in float64 and rounded to 9
+significant digits before ranking, ties broken by address, so an ulp of reduction-order noise
+cannot change which gradients are selected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from pot_cli.training.errors import TrainingError
+from pot_cli.training.state import flatten, unflatten
+
+RULES = ("mean", "trimmed_mean", "median", "multi_krum")
+DEFAULT_RULE = "trimmed_mean"
+
+Gradient = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AggregationRule:
+    """A rule and its parameters. ``krum_f`` defaults to ``floor(N/4)``; ``krum_m`` to ``N-f``."""
+
+    name: str = DEFAULT_RULE
+    trim_fraction: float = 0.125
+    krum_f: int | None = None
+    krum_m: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in RULES:
+            raise TrainingError(
+                f"unknown aggregation rule {self.name!r} (use one of {', '.join(RULES)})"
+            )
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise TrainingError(f"trim fraction must be in [0, 0.5), got {self.trim_fraction}")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "trim_fraction": self.trim_fraction,
+            "krum_f": self.krum_f,
+            "krum_m": self.krum_m,
+        }
+
+
+def _comparators(n: int) -> list[tuple[int, int]]:
+    """Batcher's odd-even merge sort network for ``n`` (a power of two) inputs."""
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+def sort_rows(vectors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Coordinate-wise sort of equal-length vectors (ascending), with a sorting network of
+    element-wise ``minimum``/``maximum``: exact, deterministic and, for the handful of rows a
+    round has, several times faster than ``torch.sort`` along a short dimension."""
+    n = len(vectors)
+    size = 1
+    while size < n:
+        size *= 2
+    rows = list(vectors) + [torch.full_like(vectors[0], math.inf)] * (size - n)
+    for i, j in _comparators(size):
+        a, b = rows[i], rows[j]
+        rows[i], rows[j] = torch.minimum(a, b), torch.maximum(a, b)
+    return rows[:n]
+
+
+def _row_mean(rows: list[torch.Tensor]) -> torch.Tensor:
+    acc = rows[0].clone()
+    for r in rows[1:]:
+        acc = acc + r
+    return acc / float(len(rows))
+
+
+def aggregate_vectors(
+    rule: AggregationRule, vectors: list[torch.Tensor], keys: list[str]
+) -> torch.Tensor:
+    """Combine flat float32 vectors (already in sorted-key order) with ``rule``."""
+    n = len(vectors)
+    if n == 0:
+        raise TrainingError("no gradients to aggregate")
+    if rule.name == "mean" or n == 1:
+        return _row_mean(vectors)
+    if rule.name in ("trimmed_mean", "median"):
+        ordered = sort_rows(vectors)
+        if rule.name == "median":
+            mid = n // 2
+            if n % 2:
+                return ordered[mid].clone()
+            return (ordered[mid - 1] + ordered[mid]) / 2.0
+        t = min(math.ceil(rule.trim_fraction * n - 1e-9), (n - 1) // 2)
+        return _row_mean([ordered[i] for i in range(t, n - t)])
+    # multi-Krum
+    f = rule.krum_f if rule.krum_f is not None else n // 4
+    m = rule.krum_m if rule.krum_m is not None else n - f
+    m = max(1, min(n, m))
+    neighbours = max(1, n - f - 2)
+    mat = torch.stack(vectors).to(torch.float64)
+    dist = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = float(((mat[i] - mat[j]) ** 2).sum())
+            dist[i][j] = dist[j][i] = d
+    scores = []
+    for i in range(n):
+        others = sorted(dist[i][j] for j in range(n) if j != i)
+        score = sum(others[: min(neighbours, n - 1)])
+        scores.append((float(f"{score:.9g}"), keys[i], i))
+    chosen = sorted(sorted(scores)[:m], key=lambda s: s[1])
+    return _row_mean([vectors[i] for _, _, i in chosen])
+
+
+def aggregate(
+    rule: AggregationRule,
+    gradients: Mapping[str, Mapping[str, torch.Tensor]],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> Gradient:
+    """Combine the accepted ``gradients`` (address -> gradient) into one gradient with ``rule``.
+
+    ``shapes`` is the task's canonical parameter order (``task.param_shapes``).
+    """
+    keys = sorted(gradients)
+    vectors = [flatten(gradients[k], shapes).to("cpu", torch.float32) for k in keys]
+    return unflatten(aggregate_vectors(rule, vectors, keys), shapes)

@@ -1,0 +1,66 @@
+"""Deterministic work assignment and spot-check sampling, from hashes anyone can recompute.
+
+* :func:`assign_batch`: the training samples miner ``address`` must use in the round with seed
+  ``round_seed`` (``s_h = H(block h-1)``). Different miners get different samples; anyone can
+  recompute any miner's batch.
+* :func:`spot_check_seed` / :func:`select_spot_checks`: which submissions a validator
+  re-computes. The seed hashes the round seed with the frozen set of submissions (every payload
+  hash), so no miner can know it when it submits: changing any payload changes the sample.
+
+SHA-256 (via :mod:`pot_cli.crypto`) is the only source of randomness, so the result never depends
+on a library's random generator version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pot_cli.crypto import hash_object, sha256
+from pot_cli.training.errors import TrainingError
+
+
+def round_seed(chain_seed: str, height: int) -> bytes:
+    """A round seed for simulations and benches (the chain uses ``H(block h-1)`` instead)."""
+    return hash_object({"domain": "pot/round-seed", "seed": chain_seed, "height": int(height)})
+
+
+def assign_batch(round_seed: bytes, address: str, train_size: int, batch_size: int) -> list[int]:
+    """The ``batch_size`` distinct sample indices in ``[0, train_size)`` assigned to ``address``."""
+    if batch_size < 1 or train_size < batch_size:
+        raise TrainingError(f"cannot draw a batch of {batch_size} from {train_size} samples")
+    base = hash_object({"domain": "pot/assign", "round_seed": round_seed, "address": address})
+    chosen: list[int] = []
+    seen: set[int] = set()
+    counter = 0
+    while len(chosen) < batch_size:
+        digest = sha256(base + counter.to_bytes(8, "little"))
+        counter += 1
+        for k in range(0, 32, 8):
+            i = int.from_bytes(digest[k : k + 8], "little") % train_size
+            if i not in seen and len(chosen) < batch_size:
+                seen.add(i)
+                chosen.append(i)
+    return chosen
+
+
+def spot_check_seed(round_seed: bytes, payload_hashes: Mapping[str, str]) -> bytes:
+    """Seed of the spot-check sample: the round seed and every (address, payload hash)."""
+    return hash_object(
+        {
+            "domain": "pot/spot-check",
+            "round_seed": round_seed,
+            "submissions": sorted(payload_hashes.items()),
+        }
+    )
+
+
+def select_spot_checks(seed: bytes, addresses: Iterable[str], rate: float) -> list[str]:
+    """Addresses chosen for re-computation: each independently with probability ``rate``."""
+    if not 0.0 <= rate <= 1.0:
+        raise TrainingError(f"spot-check rate must be in [0, 1], got {rate}")
+    chosen = []
+    for address in sorted(set(addresses)):
+        draw = int.from_bytes(sha256(seed + address.encode())[:8], "little") / 2**64
+        if draw < rate:
+            chosen.append(address)
+    return chosen

@@ -1,0 +1,255 @@
+"""Calibration of the spot-check tolerance, and the honest-rejection count.
+
+:func:`calibrate` trains a task honestly and, at checkpoints, measures the spot-check
+discrepancy (relative L2 error, :func:`gradient_discrepancy`) of
+
+* honest gradients computed with every :data:`MIXED_NUMERICS` variant (fp32 with 1 or 2
+  threads, shuffled batch order, bf16 and fp16 autocast) against the validator's fp32
+  recompute, after the wire compression; and
+* forged gradients (stale by 1 and by ``STALE_LAG`` rounds, wrong data, sign flip, noise,
+  scaled, perturbed copy of another miner) against the same recompute.
+
+The tolerance is sound when the largest honest error is well below it and the smallest forged
+error well above it; the report gives both margins.
+
+:func:`honest_rejections` runs many honest submissions with mixed numerics through
+:func:`verify_round` with every submission re-computed, and counts rejections (target: 0).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from pot_cli.crypto import hash_object
+from pot_cli.training.aggregation import AggregationRule, aggregate
+from pot_cli.training.assignment import assign_batch, round_seed
+from pot_cli.training.attacks import PERTURBATION, SCALE, STALE_LAG
+from pot_cli.training.codec import Compression, decode_gradient, encode_gradient
+from pot_cli.training.gradients import Gradient, Numerics, compute_gradient
+from pot_cli.training.optim import apply_update, init_optimizer_state
+from pot_cli.training.simulation import miner_identities
+from pot_cli.training.state import model_hash
+from pot_cli.training.tasks import Task
+from pot_cli.training.verification import (
+    RoundContext,
+    Submission,
+    VerificationPolicy,
+    gradient_discrepancy,
+    verify_round,
+)
+
+MIXED_NUMERICS: tuple[Numerics, ...] = (
+    Numerics(),
+    Numerics(threads=1),
+    Numerics(threads=2, order_seed=1),
+    Numerics(dtype="bf16"),
+    Numerics(dtype="fp16", threads=1),
+    Numerics(dtype="bf16", threads=1, order_seed=2),
+)
+
+
+@dataclass
+class CalibrationReport:
+    task: str
+    compression: str
+    checkpoints: list[int]
+    tolerance: float
+    honest_max: dict[str, float] = field(default_factory=dict)
+    forged_min: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+
+    @property
+    def worst_honest(self) -> float:
+        return max(self.honest_max.values())
+
+    @property
+    def closest_forged(self) -> float:
+        return min(self.forged_min.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task": self.task,
+            "compression": self.compression,
+            "checkpoints": self.checkpoints,
+            "tolerance": self.tolerance,
+            "honest_max_rel_error": self.honest_max,
+            "forged_min_rel_error": self.forged_min,
+            "worst_honest": self.worst_honest,
+            "closest_forged": self.closest_forged,
+            "honest_margin": self.tolerance / self.worst_honest if self.worst_honest else None,
+            "forged_margin": self.closest_forged / self.tolerance,
+            "samples": self.samples,
+        }
+
+
+def _err(task: Task, grad: Gradient, ref: Gradient, compression: Compression, mh: str) -> float:
+    payload = encode_gradient(task, grad, model_hash=mh, height=0, compression=compression)
+    decoded = decode_gradient(task, payload)
+    err, _energy = gradient_discrepancy(task, decoded, ref, compression)
+    return err
+
+
+def calibrate(
+    task: Task,
+    *,
+    rounds: int = 40,
+    miners: int = 4,
+    checkpoints: int = 4,
+    seed: str = "calibration",
+    numerics: Sequence[Numerics] = MIXED_NUMERICS,
+    compression: Compression = Compression(),
+    policy: VerificationPolicy = VerificationPolicy(),
+) -> CalibrationReport:
+    """Train ``rounds`` honest rounds; at ``checkpoints`` evenly spaced rounds, measure honest and
+    forged spot-check errors for every miner."""
+    addresses = [i.address for i in miner_identities(seed, miners)]
+    params = task.initial_params()
+    state = init_optimizer_state(task.optimizer, params)
+    history = [params]
+    marks = sorted({min(rounds - 1, (k * rounds) // checkpoints) for k in range(checkpoints)})
+    report = CalibrationReport(task.name, compression.label(), marks, policy.tolerance)
+    gen = torch.Generator().manual_seed(0)
+
+    def note(table: dict[str, float], key: str, value: float, worst: str) -> None:
+        old = table.get(key)
+        if old is None or (value > old if worst == "max" else value < old):
+            table[key] = value
+
+    for h in range(rounds):
+        seed_h = round_seed(seed, h)
+        batches = {a: assign_batch(seed_h, a, task.train_size, task.batch_size) for a in addresses}
+        grads = {a: compute_gradient(task, params, batches[a], policy.numerics) for a in addresses}
+        if h in marks:
+            mh = model_hash(params)
+            for k, a in enumerate(addresses):
+                ref = grads[a]
+                for num in numerics:
+                    g = compute_gradient(task, params, batches[a], num)
+                    note(report.honest_max, num.label(), _err(task, g, ref, compression, mh), "max")
+                    report.samples += 1
+                other = addresses[(k + 1) % len(addresses)]
+                forged: dict[str, Gradient] = {
+                    "wrong-data": grads[other],
+                    "sign-flip": {n: -t for n, t in ref.items()},
+                    "scaled": {n: t * SCALE for n, t in ref.items()},
+                    "copy-perturbed": {
+                        n: t
+                        + torch.randn(t.shape, generator=gen)
+                        * (PERTURBATION * float(t.norm()))
+                        / max(t.numel() ** 0.5, 1.0)
+                        for n, t in grads[other].items()
+                    },
+                }
+                total = sum(float(t.norm()) ** 2 for t in ref.values()) ** 0.5
+                noise = {n: torch.randn(t.shape, generator=gen) for n, t in ref.items()}
+                nn = sum(float(t.norm()) ** 2 for t in noise.values()) ** 0.5
+                forged["noise"] = {n: t * (total / nn) for n, t in noise.items()}
+                if len(history) > 1:
+                    forged["stale-1"] = compute_gradient(task, history[-2], batches[a])
+                if len(history) > STALE_LAG:
+                    forged[f"stale-{STALE_LAG}"] = compute_gradient(
+                        task, history[-1 - STALE_LAG], batches[a]
+                    )
+                for name, g in forged.items():
+                    note(report.forged_min, name, _err(task, g, ref, compression, mh), "min")
+        agg = aggregate(AggregationRule("mean"), grads, task.param_shapes)
+        params, state = apply_update(task.optimizer, params, state, agg)
+        history = [*history[-STALE_LAG:], params]
+    return report
+
+
+@dataclass
+class HonestReport:
+    task: str
+    submissions: int
+    rejected: int
+    flagged: int
+    rounds: int
+    miners: int
+    max_rel_error: float
+    by_numerics: dict[str, int]
+    rejections: list[str]
+    seconds: float
+    tolerance: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task": self.task,
+            "submissions": self.submissions,
+            "rejected": self.rejected,
+            "flagged_then_cleared": self.flagged,
+            "rounds": self.rounds,
+            "miners": self.miners,
+            "max_rel_error": self.max_rel_error,
+            "tolerance": self.tolerance,
+            "submissions_by_numerics": self.by_numerics,
+            "rejections": self.rejections[:20],
+            "seconds": self.seconds,
+        }
+
+
+def honest_rejections(
+    task: Task,
+    *,
+    submissions: int = 10_000,
+    miners: int = 20,
+    seed: str = "honest",
+    numerics: Sequence[Numerics] = MIXED_NUMERICS,
+    compression: Compression = Compression(),
+    policy: VerificationPolicy = VerificationPolicy(spot_check_rate=1.0),
+) -> HonestReport:
+    """Run ``submissions`` honest submissions (``miners`` per round, numerics rotating through
+    ``numerics``) through :func:`verify_round` and count rejections."""
+    t0 = time.perf_counter()
+    addresses = [i.address for i in miner_identities(seed, miners)]
+    params = task.initial_params()
+    state = init_optimizer_state(task.optimizer, params)
+    rounds = -(-submissions // miners)
+    done = rejected = flagged = 0
+    worst = 0.0
+    by_numerics: dict[str, int] = {}
+    rejections: list[str] = []
+    rule = AggregationRule()
+    for h in range(rounds):
+        seed_h = round_seed(seed, h)
+        mh = model_hash(params)
+        subs = []
+        for k, a in enumerate(addresses[: min(miners, submissions - done)]):
+            num = numerics[int(hash_object({"h": h, "k": k})[0]) % len(numerics)]
+            by_numerics[num.label()] = by_numerics.get(num.label(), 0) + 1
+            g = compute_gradient(
+                task, params, assign_batch(seed_h, a, task.train_size, task.batch_size), num
+            )
+            payload = encode_gradient(task, g, model_hash=mh, height=h, compression=compression)
+            subs.append(Submission(a, payload))
+        ctx = RoundContext(task, h, seed_h, params, mh, compression)
+        result = verify_round(ctx, subs, policy)
+        done += len(subs)
+        for a, v in result.verdicts.items():
+            if v.rel_error is not None:
+                worst = max(worst, v.rel_error)
+            if v.flags and v.accepted:
+                flagged += 1
+            if not v.accepted:
+                rejected += 1
+                rejections.append(f"round {h} {a[:12]}: {v.check}: {v.reason}")
+        if result.accepted:
+            agg = aggregate(rule, result.accepted, task.param_shapes)
+            params, state = apply_update(task.optimizer, params, state, agg)
+    return HonestReport(
+        task=task.name,
+        submissions=done,
+        rejected=rejected,
+        flagged=flagged,
+        rounds=rounds,
+        miners=miners,
+        max_rel_error=worst,
+        by_numerics=by_numerics,
+        rejections=rejections,
+        seconds=time.perf_counter() - t0,
+        tolerance=policy.tolerance,
+    )

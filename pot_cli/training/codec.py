@@ -1,0 +1,382 @@
+"""The gradient wire codec: safetensors bytes with a header naming task, model hash, height and
+compression. Never pickle: received bytes are parsed as safetensors only.
+
+Layouts (tensor names inside the safetensors file):
+
+* ``none``: one float32 tensor per model parameter, under the parameter's name and shape.
+* ``int8``: the gradient flattened in canonical order, cut into chunks of ``chunk`` values;
+  ``int8.q`` (int8, one per value) and ``int8.scale`` (float32, one per chunk, ``max|x|/127``).
+* ``topk``: the ``k = ceil(fraction * n)`` largest-magnitude coordinates of the flattened
+  gradient: ``topk.indices`` (int32, strictly increasing) and ``topk.values`` (float32).
+
+Encoding uses the ``safetensors`` library. Decoding is a strict safetensors reader of our own
+(the format is simple: an 8-byte little-endian header length, a JSON header, raw little-endian
+tensor data); it checks, in order, and refuses with :class:`CodecError` (``reason`` code in
+brackets): payload size against the task's limit before anything is parsed [oversize]; header
+length and JSON [malformed]; header metadata: format, task, model hash, height, compression
+[header]; exactly the expected tensor names, dtypes and shapes, with offsets that tile the data
+region exactly [layout]; finite values [non-finite]; topk indices in range and strictly
+increasing [layout]. Only then are tensors built, straight from their validated offsets.
+Nothing else escapes: any other failure is reported as [malformed].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pot_cli.training.errors import CodecError, TrainingError
+from pot_cli.training.state import flatten, unflatten
+from pot_cli.training.tasks import Task
+
+FORMAT = "pot-gradient/1"
+COMPRESSIONS = ("none", "int8", "topk")
+HEADER_LIMIT = 16 * 1024
+INT8_CHUNK = 256
+DEFAULT_TOPK_FRACTION = 0.05
+_DTYPE_CODES = {torch.float32: "F32", torch.int8: "I8", torch.int32: "I32"}
+_DTYPE_SIZES = {"F32": 4, "I8": 1, "I32": 4}
+_TORCH_DTYPES = {"F32": torch.float32, "I8": torch.int8, "I32": torch.int32}
+
+Gradient = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Compression:
+    """A compression mode; ``topk_fraction`` applies to ``topk`` only."""
+
+    mode: str = "none"
+    topk_fraction: float = DEFAULT_TOPK_FRACTION
+
+    def __post_init__(self) -> None:
+        if self.mode not in COMPRESSIONS:
+            raise TrainingError(
+                f"unknown compression {self.mode!r} (use one of {', '.join(COMPRESSIONS)})"
+            )
+        if not 0.0 < self.topk_fraction <= 1.0:
+            raise TrainingError(f"topk fraction must be in (0, 1], got {self.topk_fraction}")
+
+    @classmethod
+    def parse(cls, text: str) -> Compression:
+        """``none``, ``int8``, ``topk`` or ``topk:0.05``."""
+        mode, _, frac = text.partition(":")
+        if frac and mode != "topk":
+            raise TrainingError(f"only topk takes a fraction, got {text!r}")
+        try:
+            return cls(mode, float(frac)) if frac else cls(mode)
+        except ValueError:
+            raise TrainingError(f"bad topk fraction in {text!r}") from None
+
+    def label(self) -> str:
+        return f"topk:{self.topk_fraction:g}" if self.mode == "topk" else self.mode
+
+
+@dataclass(frozen=True)
+class GradientHeader:
+    task: str
+    model_hash: str
+    height: int
+    compression: Compression
+
+    def metadata(self) -> dict[str, str]:
+        meta = {
+            "format": FORMAT,
+            "task": self.task,
+            "model_hash": self.model_hash,
+            "height": str(self.height),
+            "compression": self.compression.mode,
+        }
+        if self.compression.mode == "topk":
+            meta["topk_fraction"] = repr(self.compression.topk_fraction)
+        if self.compression.mode == "int8":
+            meta["chunk"] = str(INT8_CHUNK)
+        return meta
+
+
+@dataclass(frozen=True)
+class DecodedGradient:
+    header: GradientHeader
+    vector: torch.Tensor  # dense, flat, canonical order, float32
+    gradient: Gradient  # the same values as per-parameter views of ``vector``
+    support: torch.Tensor | None = None  # topk: the flat indices sent
+
+
+def topk_count(num_params: int, fraction: float) -> int:
+    return max(1, min(num_params, math.ceil(fraction * num_params)))
+
+
+def _layout(task: Task, compression: Compression) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Expected tensors: name -> (dtype code, shape)."""
+    n = task.num_params
+    if compression.mode == "none":
+        return {name: ("F32", shape) for name, shape in task.param_shapes.items()}
+    if compression.mode == "int8":
+        return {"int8.q": ("I8", (n,)), "int8.scale": ("F32", (math.ceil(n / INT8_CHUNK),))}
+    k = topk_count(n, compression.topk_fraction)
+    return {"topk.indices": ("I32", (k,)), "topk.values": ("F32", (k,))}
+
+
+def max_payload_bytes(task: Task, compression: Compression) -> int:
+    """The largest payload a well-formed submission can be (tensor bytes + header allowance)."""
+    data = sum(_DTYPE_SIZES[d] * math.prod(s) for d, s in _layout(task, compression).values())
+    return 8 + HEADER_LIMIT + data
+
+
+# ------------------------------------------------------------------------ compression
+
+
+def _int8_quantize(vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n = vec.numel()
+    chunks = math.ceil(n / INT8_CHUNK)
+    padded = torch.zeros(chunks * INT8_CHUNK, dtype=torch.float32)
+    padded[:n] = vec
+    blocks = padded.view(chunks, INT8_CHUNK)
+    scale = blocks.abs().amax(dim=1) / 127.0
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(blocks / safe.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
+    return q.reshape(-1)[:n].contiguous(), scale.contiguous()
+
+
+def _int8_dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    n = q.numel()
+    return q.to(torch.float32) * scale.repeat_interleave(INT8_CHUNK)[:n]
+
+
+def _topk_select(vec: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    k = topk_count(vec.numel(), fraction)
+    idx = torch.topk(vec.abs(), k, sorted=False).indices
+    idx = torch.sort(idx).values
+    return idx.to(torch.int32).contiguous(), vec[idx].contiguous()
+
+
+def compress_dense(
+    task: Task, grad: Mapping[str, torch.Tensor], compression: Compression
+) -> Gradient:
+    """What a receiver decodes from ``grad`` sent with ``compression`` (without the bytes)."""
+    vec = flatten(grad, task.param_shapes)
+    if compression.mode == "int8":
+        vec = _int8_dequantize(*_int8_quantize(vec))
+    elif compression.mode == "topk":
+        idx, val = _topk_select(vec, compression.topk_fraction)
+        vec = torch.zeros_like(vec)
+        vec[idx.long()] = val
+    return unflatten(vec, task.param_shapes)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_gradient(
+    task: Task,
+    grad: Mapping[str, torch.Tensor],
+    *,
+    model_hash: str,
+    height: int,
+    compression: Compression = Compression(),
+) -> bytes:
+    """Serialize ``grad`` (dense, the task's parameter names) for the wire."""
+    from safetensors.torch import save
+
+    if set(grad) != set(task.param_shapes):
+        raise TrainingError(f"{task.name}: gradient names do not match the model's parameters")
+    header = GradientHeader(task.name, model_hash, int(height), compression)
+    tensors: dict[str, torch.Tensor]
+    if compression.mode == "none":
+        tensors = {n: grad[n].to(torch.float32).contiguous() for n in task.param_shapes}
+    else:
+        vec = flatten(grad, task.param_shapes)
+        if compression.mode == "int8":
+            q, scale = _int8_quantize(vec)
+            tensors = {"int8.q": q, "int8.scale": scale}
+        else:
+            idx, val = _topk_select(vec, compression.topk_fraction)
+            tensors = {"topk.indices": idx, "topk.values": val}
+    return bytes(save(tensors, metadata=header.metadata()))
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _fail(reason: str, detail: str) -> CodecError:
+    return CodecError(reason, detail)
+
+
+def _parse_header(payload: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    if len(payload) < 8:
+        raise _fail("malformed", f"{len(payload)} bytes is too short for safetensors")
+    (hlen,) = struct.unpack("<Q", payload[:8])
+    if hlen > HEADER_LIMIT:
+        raise _fail("malformed", f"header of {hlen} bytes exceeds the {HEADER_LIMIT}-byte limit")
+    if 8 + hlen > len(payload):
+        raise _fail("malformed", "header length runs past the end of the payload")
+    try:
+        header = json.loads(payload[8 : 8 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise _fail("malformed", "header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _fail("malformed", "header is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+    ):
+        raise _fail("header", "missing or invalid __metadata__")
+    return header, meta
+
+
+def _parse_meta(meta: Mapping[str, str]) -> GradientHeader:
+    if meta.get("format") != FORMAT:
+        raise _fail("header", f"format {meta.get('format')!r} is not {FORMAT!r}")
+    for key in ("task", "model_hash", "height", "compression"):
+        if key not in meta:
+            raise _fail("header", f"metadata lacks {key!r}")
+    mode = meta["compression"]
+    if mode not in COMPRESSIONS:
+        raise _fail("header", f"unknown compression {mode!r}")
+    height_text = meta["height"]
+    if not height_text.isdigit() or len(height_text) > 18:
+        raise _fail("header", f"height {height_text!r} is not a non-negative integer")
+    fraction = DEFAULT_TOPK_FRACTION
+    if mode == "topk":
+        try:
+            fraction = float(meta.get("topk_fraction", ""))
+        except ValueError:
+            raise _fail("header", "topk_fraction is not a number") from None
+        if not (math.isfinite(fraction) and 0.0 < fraction <= 1.0):
+            raise _fail("header", f"topk_fraction {fraction} outside (0, 1]")
+    if mode == "int8" and meta.get("chunk") != str(INT8_CHUNK):
+        raise _fail("header", f"int8 chunk must be {INT8_CHUNK}")
+    return GradientHeader(
+        meta["task"], meta["model_hash"], int(height_text), Compression(mode, fraction)
+    )
+
+
+def _check_layout(
+    header: Mapping[str, Any], expected: Mapping[str, tuple[str, tuple[int, ...]]], data_len: int
+) -> None:
+    names = set(header)
+    if names != set(expected):
+        extra = sorted(names - set(expected))
+        missing = sorted(set(expected) - names)
+        what = f"unexpected tensor {extra[0]!r}" if extra else f"missing tensor {missing[0]!r}"
+        raise _fail("layout", what)
+    spans = []
+    for name, (dtype, shape) in expected.items():
+        info = header[name]
+        if not isinstance(info, dict):
+            raise _fail("layout", f"{name}: entry is not an object")
+        if info.get("dtype") != dtype:
+            raise _fail("layout", f"{name}: dtype {info.get('dtype')!r}, expected {dtype}")
+        got_shape = info.get("shape")
+        if not isinstance(got_shape, list) or tuple(got_shape) != shape:
+            raise _fail("layout", f"{name}: shape {got_shape!r}, expected {list(shape)}")
+        offsets = info.get("data_offsets")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
+            raise _fail("layout", f"{name}: bad data_offsets")
+        start, end = offsets
+        if end - start != _DTYPE_SIZES[dtype] * math.prod(shape):
+            raise _fail("layout", f"{name}: data_offsets do not match the shape")
+        spans.append((start, end))
+    spans.sort()
+    pos = 0
+    for start, end in spans:
+        if start != pos:
+            raise _fail("layout", "tensor data is not contiguous")
+        pos = end
+    if pos != data_len:
+        raise _fail("layout", f"tensor data covers {pos} of {data_len} bytes")
+
+
+def decode_gradient(
+    task: Task,
+    payload: bytes,
+    *,
+    expected_model_hash: str | None = None,
+    expected_height: int | None = None,
+    expected_compression: Compression | None = None,
+) -> DecodedGradient:
+    """Parse and validate a received payload for ``task``; raises only :class:`CodecError`."""
+    try:
+        return _decode(task, payload, expected_model_hash, expected_height, expected_compression)
+    except CodecError:
+        raise
+    except Exception as exc:  # the codec's promise: nothing but CodecError escapes
+        raise _fail("malformed", f"{type(exc).__name__}: {exc}") from None
+
+
+def _decode(
+    task: Task,
+    payload: bytes,
+    expected_model_hash: str | None,
+    expected_height: int | None,
+    expected_compression: Compression | None,
+) -> DecodedGradient:
+    if not isinstance(payload, bytes | bytearray):
+        raise _fail("malformed", f"payload must be bytes, got {type(payload).__name__}")
+    limit = max_payload_bytes(task, expected_compression or Compression("none"))
+    if expected_compression is None:
+        limit = max(max_payload_bytes(task, Compression(m)) for m in ("none", "int8"))
+    if len(payload) > limit:
+        raise _fail("oversize", f"{len(payload)} bytes exceeds the {limit}-byte limit")
+    tensor_header, meta = _parse_header(bytes(payload))
+    header = _parse_meta(meta)
+    if header.task != task.name:
+        raise _fail("header", f"task {header.task!r}, expected {task.name!r}")
+    if expected_model_hash is not None and header.model_hash != expected_model_hash:
+        raise _fail("header", f"model hash {header.model_hash[:12]}… is not the round's model")
+    if expected_height is not None and header.height != expected_height:
+        raise _fail("header", f"height {header.height}, expected {expected_height}")
+    if expected_compression is not None and header.compression != expected_compression:
+        raise _fail(
+            "header",
+            f"compression {header.compression.label()}, expected {expected_compression.label()}",
+        )
+    limit = max_payload_bytes(task, header.compression)
+    if len(payload) > limit:
+        raise _fail("oversize", f"{len(payload)} bytes exceeds the {limit}-byte limit")
+    hlen = struct.unpack("<Q", payload[:8])[0]
+    _check_layout(tensor_header, _layout(task, header.compression), len(payload) - 8 - hlen)
+
+    # The header is fully validated (names, dtypes, shapes, contiguous offsets covering the
+    # data exactly), so the tensors are read straight from their offsets: one copy of the
+    # bytes, no intermediate arrays.
+    data = bytearray(payload[8 + hlen :])
+    tensors: dict[str, torch.Tensor] = {}
+    for name, (dtype, shape) in _layout(task, header.compression).items():
+        start = tensor_header[name]["data_offsets"][0]
+        count = math.prod(shape)
+        tensors[name] = torch.frombuffer(
+            data, dtype=_TORCH_DTYPES[dtype], count=count, offset=start
+        ).reshape(shape)
+    for name, t in tensors.items():
+        # max(|t|) is NaN or Inf exactly when some element is: one fast reduction.
+        if t.dtype.is_floating_point and t.numel() and not math.isfinite(float(t.abs().max())):
+            raise _fail("non-finite", f"{name} holds NaN or Inf")
+    support: torch.Tensor | None = None
+    n = task.num_params
+    if header.compression.mode == "none":
+        vec = flatten(tensors, task.param_shapes)
+    elif header.compression.mode == "int8":
+        scale = tensors["int8.scale"]
+        if bool((scale < 0).any()):
+            raise _fail("layout", "negative int8 scale")
+        vec = _int8_dequantize(tensors["int8.q"], scale)
+    else:
+        idx = tensors["topk.indices"].to(torch.int64)
+        if idx.numel() and (int(idx[0]) < 0 or int(idx[-1]) >= n):
+            raise _fail("layout", "topk index out of range")
+        if idx.numel() > 1 and not bool((idx[1:] > idx[:-1]).all()):
+            raise _fail("layout", "topk indices are not strictly increasing")
+        vec = torch.zeros(n, dtype=torch.float32)
+        vec[idx] = tensors["topk.values"]
+        support = idx
+    return DecodedGradient(header, vec, unflatten(vec, task.param_shapes), support)

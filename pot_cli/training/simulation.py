@@ -1,0 +1,270 @@
+"""Proof of Training in simulation: N miners (each with its own Ed25519 identity) and a
+validator in one process, round after round, on one task.
+
+Per round: every miner gets its batch from (round seed, address), computes the gradient with
+:func:`compute_gradient` (Byzantine ones forge with :mod:`attacks` instead), encodes it and
+signs a commitment over (model hash, payload hash). The validator checks signatures, runs
+:func:`verify_round`, aggregates the accepted gradients with the rule and applies the optimizer:
+exactly what every PBFT validator computes (deterministically, so one validator's work stands
+for all of them; they run in parallel in a real network).
+
+Timing: ``seconds`` is the whole loop in one process, one miner after another (the total work);
+``parallel_seconds`` is the critical path of a deployed network, where miners work at the same
+time: per round, the slowest miner plus the validator's work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from pot_cli.crypto import Identity, hash_object, sha256_hex, verify_signed
+from pot_cli.training.aggregation import AggregationRule, aggregate
+from pot_cli.training.assignment import assign_batch, round_seed
+from pot_cli.training.attacks import ForgeContext, attack_for, forge
+from pot_cli.training.codec import Compression, encode_gradient
+from pot_cli.training.errors import CodecError, TrainingError
+from pot_cli.training.gradients import Gradient, Numerics, compute_gradient
+from pot_cli.training.optim import apply_update, init_optimizer_state
+from pot_cli.training.state import flatten, model_hash
+from pot_cli.training.tasks import Task
+from pot_cli.training.verification import (
+    RoundContext,
+    Submission,
+    VerificationPolicy,
+    verify_round,
+)
+
+SIGN_DOMAIN = "pot/gradient"
+CHAIN_ID = "pot-sim"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    task: Task
+    miners: int
+    rounds: int
+    seed: str = "0"
+    byzantine_fraction: float = 0.0
+    attack: str = "mixed"
+    compression: Compression = field(default_factory=Compression)
+    rule: AggregationRule = field(default_factory=AggregationRule)
+    policy: VerificationPolicy = field(default_factory=VerificationPolicy)
+    verify: bool = True  # False: the naive system (plain aggregation of whatever parses)
+    honest_numerics: Sequence[Numerics] = (Numerics(),)
+
+    def __post_init__(self) -> None:
+        if self.miners < 1 or self.rounds < 1:
+            raise TrainingError("miners and rounds must be >= 1")
+        if not 0.0 <= self.byzantine_fraction < 1.0:
+            raise TrainingError(
+                f"byzantine fraction must be in [0, 1), got {self.byzantine_fraction}"
+            )
+
+
+@dataclass
+class AttackCount:
+    submitted: int = 0
+    caught: int = 0
+    missed: int = 0
+    caught_by: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class SimResult:
+    metric: float
+    seconds: float
+    parallel_seconds: float
+    miner_seconds: float
+    validator_seconds: float
+    recompute_seconds: float
+    recomputed: int
+    samples: int
+    model_hash: str
+    honest_submitted: int
+    honest_rejected: int
+    honest_rejections: list[str]
+    attacks: dict[str, AttackCount]
+    payload_bytes: list[int]
+
+    @property
+    def mean_payload_bytes(self) -> float:
+        return sum(self.payload_bytes) / len(self.payload_bytes) if self.payload_bytes else 0.0
+
+
+def miner_identities(seed: str, miners: int) -> list[Identity]:
+    return [Identity.from_seed(hash_object({"sim-miner": seed, "i": i})) for i in range(miners)]
+
+
+def byzantine_set(addresses: Sequence[str], fraction: float, seed: str) -> list[str]:
+    """Which miners are Byzantine: ``round(fraction * N)`` of them, chosen by hash."""
+    k = round(fraction * len(addresses))
+    ranked = sorted(addresses, key=lambda a: hash_object({"byz": seed, "a": a}))
+    return sorted(ranked[:k])
+
+
+def _naive_decode(cfg: SimConfig, payload: bytes) -> Gradient | None:
+    """The naive system's decoding: whatever safetensors parses into the right names and shapes,
+    no size, finiteness or header checks. ``None`` when it cannot even be used."""
+    from pot_cli.training.codec import decode_gradient
+
+    try:
+        from safetensors.torch import load
+
+        raw = load(payload)
+    except Exception:
+        return None
+    try:
+        return decode_gradient(cfg.task, payload).gradient
+    except CodecError as exc:
+        if exc.reason not in ("non-finite", "oversize"):
+            return None
+    shapes = cfg.task.param_shapes
+    if all(n in raw and tuple(raw[n].shape) == s for n, s in shapes.items()):
+        return {n: raw[n].to(torch.float32) for n in shapes}
+    return None
+
+
+def run_pot(cfg: SimConfig) -> SimResult:
+    task = cfg.task
+    ids = miner_identities(cfg.seed, cfg.miners)
+    by_addr = {i.address: i for i in ids}
+    addresses = sorted(by_addr)
+    byz = byzantine_set(addresses, cfg.byzantine_fraction, cfg.seed)
+    byz_index = {a: j for j, a in enumerate(byz)}
+    params = task.initial_params()
+    opt_state = init_optimizer_state(task.optimizer, params)
+    history: list[dict[str, torch.Tensor]] = [params]
+    previous: list[torch.Tensor] = []
+    attacks: dict[str, AttackCount] = {}
+    honest_submitted = honest_rejected = 0
+    honest_rejections: list[str] = []
+    payload_bytes: list[int] = []
+    miner_total = validator_total = recompute_total = parallel = 0.0
+    recomputed = samples = 0
+    t_start = time.perf_counter()
+    for h in range(cfg.rounds):
+        seed_h = round_seed(cfg.seed, h)
+        mh = model_hash(params)
+        subs: list[Submission] = []
+        played: dict[str, str] = {}
+        published: dict[str, bytes] = {}
+        published_grads: dict[str, Gradient] = {}
+        slowest = 0.0
+        # Honest miners first (in address order), then Byzantine ones, who may copy them.
+        order = [a for a in addresses if a not in byz_index] + byz
+        for a in order:
+            t0 = time.perf_counter()
+            indices = assign_batch(seed_h, a, task.train_size, task.batch_size)
+            if a in byz_index:
+                attack = attack_for(cfg.attack, byz_index[a], h)
+                played[a] = attack
+                other = addresses[(addresses.index(a) + 1) % len(addresses)]
+                fctx = ForgeContext(
+                    task=task,
+                    height=h,
+                    model_hash=mh,
+                    params=params,
+                    history=history,
+                    compression=cfg.compression,
+                    indices=indices,
+                    other_indices=assign_batch(seed_h, other, task.train_size, task.batch_size),
+                    others=published,
+                    others_grads=published_grads,
+                    seed=int(hash_object({"forge": cfg.seed, "h": h, "a": a})[:4].hex(), 16),
+                )
+                payload = forge(attack, fctx)
+            else:
+                numerics = cfg.honest_numerics[(addresses.index(a) + h) % len(cfg.honest_numerics)]
+                grad = compute_gradient(task, params, indices, numerics)
+                payload = encode_gradient(
+                    task, grad, model_hash=mh, height=h, compression=cfg.compression
+                )
+                published[a] = payload
+                published_grads[a] = grad
+                payload_bytes.append(len(payload))
+            body = {"model_hash": mh, "payload_hash": sha256_hex(payload)}
+            sig = by_addr[a].sign_message(SIGN_DOMAIN, CHAIN_ID, h, body)
+            subs.append(Submission(a, payload))
+            dt = time.perf_counter() - t0
+            miner_total += dt
+            slowest = max(slowest, dt)
+            # The validator's signature check (counted as validator work below is negligible).
+            if not verify_signed(by_addr[a].public_key, sig, SIGN_DOMAIN, CHAIN_ID, h, body):
+                raise TrainingError("simulation bug: a miner's signature does not verify")
+
+        t0 = time.perf_counter()
+        accepted: dict[str, Gradient]
+        if cfg.verify:
+            ctx = RoundContext(
+                task=task,
+                height=h,
+                round_seed=seed_h,
+                params=params,
+                model_hash=mh,
+                compression=cfg.compression,
+                previous=previous,
+            )
+            result = verify_round(ctx, subs, cfg.policy)
+            accepted = result.accepted
+            recomputed += result.recomputed
+            recompute_total += result.recompute_seconds
+            for a, v in result.verdicts.items():
+                if a in played:
+                    c = attacks.setdefault(played[a], AttackCount())
+                    c.submitted += 1
+                    if v.accepted:
+                        c.missed += 1
+                    else:
+                        c.caught += 1
+                        c.caught_by[v.check] += 1
+                else:
+                    honest_submitted += 1
+                    if not v.accepted:
+                        honest_rejected += 1
+                        honest_rejections.append(f"h{h} {a[:12]}: {v.check}: {v.reason}")
+            previous = [flatten(g, task.param_shapes) for g in accepted.values()]
+        else:
+            accepted = {}
+            for s in subs:
+                g = _naive_decode(cfg, s.payload)
+                if g is not None:
+                    accepted[s.address] = g
+            for a in played:
+                c = attacks.setdefault(played[a], AttackCount())
+                c.submitted += 1
+                if a in accepted:
+                    c.missed += 1
+                else:
+                    c.caught += 1
+                    c.caught_by["unusable"] += 1
+            honest_submitted += len(subs) - len(played)
+        if accepted:
+            agg = aggregate(cfg.rule, accepted, task.param_shapes)
+            params, opt_state = apply_update(task.optimizer, params, opt_state, agg)
+            samples += task.batch_size * len(accepted)
+        history = [*history[-(8 - 1) :], params]
+        dt = time.perf_counter() - t0
+        validator_total += dt
+        parallel += slowest + dt
+    seconds = time.perf_counter() - t_start
+    return SimResult(
+        metric=task.evaluate(params),
+        seconds=seconds,
+        parallel_seconds=parallel,
+        miner_seconds=miner_total,
+        validator_seconds=validator_total,
+        recompute_seconds=recompute_total,
+        recomputed=recomputed,
+        samples=samples,
+        model_hash=model_hash(params),
+        honest_submitted=honest_submitted,
+        honest_rejected=honest_rejected,
+        honest_rejections=honest_rejections,
+        attacks=attacks,
+        payload_bytes=payload_bytes,
+    )

@@ -1,0 +1,286 @@
+"""Verification of a round's submissions: accept or reject each, with the check and a reason.
+
+Checks, cheapest first:
+
+1. **Structure** (every submission): the codec's checks (size before parsing, header bound to
+   the round's task / model hash / height / compression, names, shapes, dtypes, finite values),
+   then an all-zero gradient (a free rider) is refused.
+2. **Robust statistics** (every submission): the gradient's norm against the round's median
+   norm, its direction against the round's coordinate-wise median gradient, and a **copy
+   check**: cosine similarity with every other submission of the round and with the previous
+   round's submissions. Statistics never reject on their own: honest gradients on small batches
+   can be legitimately unusual, and one wrongly rejected honest miner is a failure. A flagged
+   submission is instead *always* re-computed (step 3), so a flag costs one gradient
+   computation and an honest miner is cleared by its own recompute. For a copy pair both sides
+   are re-computed: the original matches its batch, the copier does not.
+3. **Spot check**: the validator re-computes the gradient on the submission's assigned batch
+   (the same :func:`compute_gradient`), compresses it the same way and compares: relative L2
+   error ``|g_sub - g_ref| / |g_ref|`` within ``tolerance`` (and, for topk, the sent
+   coordinates must carry at least ``topk_support_energy`` of the true top-k energy). Besides
+   the flagged ones, each submission is re-computed with probability ``spot_check_rate``; the
+   sample's seed hashes the round seed with every submitted payload hash, so no miner knows
+   it when it submits.
+
+The tolerance is calibrated in :mod:`pot_cli.training.calibration` against the honest
+numerical differences of :class:`~pot_cli.training.gradients.Numerics` (fp32 vs bf16/fp16
+autocast, thread counts, batch order).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from pot_cli.crypto import sha256_hex
+from pot_cli.training.aggregation import sort_rows
+from pot_cli.training.assignment import assign_batch, select_spot_checks, spot_check_seed
+from pot_cli.training.codec import (
+    Compression,
+    DecodedGradient,
+    compress_dense,
+    decode_gradient,
+    topk_count,
+)
+from pot_cli.training.errors import CodecError, TrainingError
+from pot_cli.training.gradients import Gradient, Numerics, Params, compute_gradient
+from pot_cli.training.state import flatten
+from pot_cli.training.tasks import Task
+
+DEFAULT_SPOT_CHECK_RATE = 0.1
+# Relative L2 error allowed between a submission and the validator's recompute. Calibrated
+# honest maximum across fp32/bf16/fp16 autocast, 1-2 threads and batch order is ~0.02-0.04
+# (see calibration.py and BENCHMARKS.md); the closest forgery (a gradient one round stale)
+# is ~0.2 or more.
+DEFAULT_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class VerificationPolicy:
+    spot_check_rate: float = DEFAULT_SPOT_CHECK_RATE
+    tolerance: float = DEFAULT_TOLERANCE
+    norm_factor: float = 4.0  # flag norm > factor x median or < median / factor
+    min_cosine: float = 0.0  # flag direction against the round's median gradient below this
+    copy_cosine: float = 0.99  # flag near-duplicates at or above this cosine
+    topk_support_energy: float = 0.8
+    numerics: Numerics = field(default_factory=Numerics)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.spot_check_rate <= 1.0:
+            raise TrainingError(f"spot-check rate must be in [0, 1], got {self.spot_check_rate}")
+        if not self.tolerance > 0:
+            raise TrainingError(f"tolerance must be positive, got {self.tolerance}")
+
+
+@dataclass(frozen=True)
+class Submission:
+    address: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a validator knows about the round being verified."""
+
+    task: Task
+    height: int
+    round_seed: bytes
+    params: Params
+    model_hash: str
+    compression: Compression = field(default_factory=Compression)
+    previous: Sequence[torch.Tensor] = ()  # flat gradients accepted in earlier rounds
+
+
+@dataclass(frozen=True)
+class Verdict:
+    address: str
+    accepted: bool
+    check: str  # "ok" or the check that rejected: codec, zero, spot-check, copy, norm, direction
+    reason: str
+    flags: tuple[str, ...] = ()
+    spot_checked: bool = False
+    rel_error: float | None = None
+
+
+@dataclass
+class RoundVerification:
+    verdicts: dict[str, Verdict]
+    accepted: dict[str, Gradient]
+    spot_seed: bytes
+    recomputed: int = 0
+    seconds: float = 0.0
+    recompute_seconds: float = 0.0
+
+    @property
+    def rejected(self) -> dict[str, Verdict]:
+        return {a: v for a, v in self.verdicts.items() if not v.accepted}
+
+
+@dataclass(frozen=True)
+class SpotCheckResult:
+    passed: bool
+    rel_error: float
+    support_energy: float | None = None
+
+    def describe(self, tolerance: float) -> str:
+        text = (
+            f"recomputed gradient differs: relative error {self.rel_error:.3g} "
+            f"(tolerance {tolerance:g})"
+        )
+        if self.support_energy is not None:
+            text += f", top-k support energy {self.support_energy:.3f}"
+        return text
+
+
+def _norm(v: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(v.to(torch.float64)))
+
+
+def gradient_discrepancy(
+    task: Task,
+    submitted: DecodedGradient,
+    reference: Gradient,
+    compression: Compression,
+) -> tuple[float, float | None]:
+    """(relative L2 error, top-k support energy or None) of a submission against a recompute."""
+    ref = flatten(reference, task.param_shapes)
+    sub = submitted.vector
+    if compression.mode == "topk" and submitted.support is not None:
+        s = submitted.support
+        ref_s = ref[s]
+        err = _norm(sub[s] - ref_s) / max(_norm(ref_s), 1e-30)
+        best = torch.topk(ref.abs(), topk_count(ref.numel(), compression.topk_fraction)).values
+        energy = _norm(ref_s) ** 2 / max(_norm(best) ** 2, 1e-60)
+        return err, energy
+    ref_c = flatten(compress_dense(task, reference, compression), task.param_shapes)
+    return _norm(sub - ref_c) / max(_norm(ref_c), 1e-30), None
+
+
+def spot_check(
+    task: Task,
+    params: Params,
+    indices: Sequence[int],
+    submitted: DecodedGradient,
+    compression: Compression,
+    policy: VerificationPolicy,
+) -> SpotCheckResult:
+    """Re-compute the gradient on ``indices`` and compare it with ``submitted``."""
+    reference = compute_gradient(task, params, indices, policy.numerics)
+    err, energy = gradient_discrepancy(task, submitted, reference, compression)
+    passed = math.isfinite(err) and err <= policy.tolerance
+    if energy is not None and energy < policy.topk_support_energy:
+        passed = False
+    return SpotCheckResult(passed, err, energy)
+
+
+def verify_round(
+    ctx: RoundContext, submissions: Sequence[Submission], policy: VerificationPolicy
+) -> RoundVerification:
+    """Verify every submission of a round; returns verdicts and the accepted dense gradients."""
+    t0 = time.perf_counter()
+    task = ctx.task
+    verdicts: dict[str, Verdict] = {}
+    decoded: dict[str, DecodedGradient] = {}
+    payload_hashes: dict[str, str] = {}
+    for sub in sorted(submissions, key=lambda s: s.address):
+        if sub.address in payload_hashes:
+            verdicts[sub.address] = Verdict(
+                sub.address, False, "duplicate", "more than one submission"
+            )
+            decoded.pop(sub.address, None)
+            continue
+        payload_hashes[sub.address] = sha256_hex(bytes(sub.payload))
+        try:
+            d = decode_gradient(
+                task,
+                sub.payload,
+                expected_model_hash=ctx.model_hash,
+                expected_height=ctx.height,
+                expected_compression=ctx.compression,
+            )
+        except CodecError as exc:
+            verdicts[sub.address] = Verdict(
+                sub.address, False, "codec", f"{exc.reason}: {exc.detail}"
+            )
+            continue
+        if float(d.vector.abs().max()) == 0.0:
+            verdicts[sub.address] = Verdict(
+                sub.address, False, "zero", "all-zero gradient (no work)"
+            )
+            continue
+        decoded[sub.address] = d
+
+    seed = spot_check_seed(ctx.round_seed, payload_hashes)
+    addresses = sorted(decoded)
+    flags: dict[str, list[str]] = {a: [] for a in addresses}
+    if addresses:
+        vecs = [decoded[a].vector for a in addresses]
+        mat = torch.stack(vecs)
+        norms = torch.linalg.vector_norm(mat, dim=1).clamp_min(1e-30)
+        median_norm = float(norms.median())
+        unit = mat / norms.unsqueeze(1)
+        if len(addresses) >= 3:
+            ordered = sort_rows(vecs)
+            mid = len(ordered) // 2
+            ref = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+            ref_unit = ref / max(float(torch.linalg.vector_norm(ref)), 1e-30)
+            cosines = (unit @ ref_unit).tolist()
+        else:
+            cosines = [1.0] * len(addresses)
+        sims = (unit @ unit.T).tolist()
+        prev_best: list[float] = []
+        if ctx.previous:
+            prev = torch.stack(list(ctx.previous))
+            prev = prev / torch.linalg.vector_norm(prev, dim=1).clamp_min(1e-30).unsqueeze(1)
+            prev_best = (unit @ prev.T).amax(dim=1).tolist()
+        for i, a in enumerate(addresses):
+            n = float(norms[i])
+            if n > policy.norm_factor * median_norm or n * policy.norm_factor < median_norm:
+                flags[a].append(f"norm: {n / median_norm:.3g}x the round median")
+            if cosines[i] < policy.min_cosine:
+                flags[a].append(f"direction: cosine {cosines[i]:.3f} to the round median")
+            for j, b in enumerate(addresses):
+                if j != i and sims[i][j] >= policy.copy_cosine:
+                    flags[a].append(f"copy: cosine {sims[i][j]:.4f} with {b}")
+                    break
+            if prev_best and prev_best[i] >= policy.copy_cosine:
+                flags[a].append(f"copy: cosine {prev_best[i]:.4f} with an earlier round")
+
+    to_check = set(select_spot_checks(seed, addresses, policy.spot_check_rate))
+    to_check |= {a for a in addresses if flags[a]}
+    accepted: dict[str, Gradient] = {}
+    recomputed = 0
+    t_rec = 0.0
+    for a in addresses:
+        d = decoded[a]
+        fl = tuple(flags[a])
+        if a not in to_check:
+            verdicts[a] = Verdict(a, True, "ok", "passed structure and statistics", fl)
+            accepted[a] = d.gradient
+            continue
+        indices = assign_batch(ctx.round_seed, a, task.train_size, task.batch_size)
+        t1 = time.perf_counter()
+        res = spot_check(task, ctx.params, indices, d, ctx.compression, policy)
+        t_rec += time.perf_counter() - t1
+        recomputed += 1
+        if res.passed:
+            note = "flag cleared by recompute" if fl else "spot check passed"
+            verdicts[a] = Verdict(a, True, "ok", note, fl, True, res.rel_error)
+            accepted[a] = d.gradient
+        else:
+            check = fl[0].split(":", 1)[0] if fl else "spot-check"
+            reason = res.describe(policy.tolerance)
+            if fl:
+                reason = f"{'; '.join(fl)}; {reason}"
+            verdicts[a] = Verdict(a, False, check, reason, fl, True, res.rel_error)
+    return RoundVerification(
+        verdicts=verdicts,
+        accepted=accepted,
+        spot_seed=seed,
+        recomputed=recomputed,
+        seconds=time.perf_counter() - t0,
+        recompute_seconds=t_rec,
+    )
