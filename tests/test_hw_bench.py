@@ -34,7 +34,7 @@ TINY = BenchSizes(matmul_n=32, membw_mb=1, copy_mb=1, min_seconds=0.01, task_ste
 def cpu_result() -> object:
     """One real CPU run shared by the tests that only read it (keeps the suite fast)."""
     steps: list[tuple[str, int, int]] = []
-    result = run_bench("cpu", TINY, ["digits"], on_step=lambda *a: steps.append(a))
+    result = run_bench("cpu", TINY, ["digits"], on_step=lambda *a: steps.append(a), threads=1)
     return result, steps
 
 
@@ -88,7 +88,7 @@ def test_power_sampling_through_the_nvml_fake_gives_samples_per_joule() -> None:
     backend = ReplayBackend.from_file(DATA / "rig8.json")
     backend.init()
     sampler = PowerSampler(backend, nvml_index=0, interval_s=0.001)
-    result = run_bench("cpu", TINY, ["digits"], sampler=sampler, price_per_kwh=0.2)
+    result = run_bench("cpu", TINY, ["digits"], sampler=sampler, price_per_kwh=0.2, threads=1)
     assert result.power_source == "nvml" and result.nvml_index == 0
     sequence_w = [118.0, 121.5, 119.8, 120.4, 117.9]
     for m in result.measurements:
@@ -167,14 +167,16 @@ def test_bad_sizes_and_devices_are_clear_errors() -> None:
 # ---- CLI ---------------------------------------------------------------------------------------
 
 runner = CliRunner()
-TINY_ARGS = ["--matmul-n", "32", "--memory-mb", "1", "--min-seconds", "0.01", "--task-steps", "1"]
+# one thread: on a shared 2-core machine two OpenMP threads can collapse (see benchmarks notes)
+TINY_ARGS = ["--matmul-n", "32", "--memory-mb", "1", "--min-seconds", "0.01", "--task-steps", "1",
+             "--threads", "1"]  # fmt: skip
 
 
 def test_cli_bench_json_writes_the_result_under_home(tmp_path: Path) -> None:
     import torch
 
     before = torch.get_num_threads()
-    args = ["--home", str(tmp_path), "hw", "bench", "--quick", *TINY_ARGS, "--threads", "1"]
+    args = ["--home", str(tmp_path), "hw", "bench", "--quick", *TINY_ARGS]
     result = runner.invoke(app, [*args, "--json", "--tasks", "digits"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
