@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from pot_cli.consensus.app import ChainApp
 from pot_cli.consensus.certificates import verify_block
+from pot_cli.consensus.evidence import Evidence, verify_evidence
 from pot_cli.consensus.harness import CHAIN, Keys
 from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,
+    MessageError,
     Prepare,
     PrePrepare,
     ViewChange,
@@ -185,8 +191,17 @@ def test_double_vote_produces_evidence() -> None:
     r.step(k.commit(0, 1, proposal_digest("evil"), 3), 0)
     (ev,) = r.evidence
     assert (ev.replica, ev.phase) == (3, "commit")
-    d = ev.to_dict()
+    d = json.loads(json.dumps(ev.to_dict()))
     assert d["first"]["digest"] != d["second"]["digest"]
+    # evidence is checkable offline by anyone with the public keys
+    back = Evidence.from_dict(d)
+    assert verify_evidence(back, CHAIN, k.cfg.public_keys)
+    same = Evidence(3, "commit", 0, 1, ev.first, ev.first)
+    assert not verify_evidence(same, CHAIN, k.cfg.public_keys)
+    framed = Evidence(2, "commit", 0, 1, ev.first, ev.second)
+    assert not verify_evidence(framed, CHAIN, k.cfg.public_keys)
+    with pytest.raises(MessageError):
+        Evidence.from_dict({"replica": 3})
 
 
 def test_last_signed_guard_survives_restart() -> None:

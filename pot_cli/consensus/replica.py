@@ -44,6 +44,7 @@ from pot_cli.consensus.certificates import (
     valid_view_change,
 )
 from pot_cli.consensus.config import ReplicaConfig
+from pot_cli.consensus.evidence import Evidence, conflict_key, conflict_value
 from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,
@@ -106,28 +107,6 @@ class Output:
     rejected: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """Two validly signed, conflicting messages from one replica for one (phase, view, seq)."""
-
-    replica: int
-    phase: str
-    view: int
-    seq: int
-    first: SignedMessage
-    second: SignedMessage
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "replica": self.replica,
-            "phase": self.phase,
-            "view": self.view,
-            "seq": self.seq,
-            "first": self.first.to_dict(),
-            "second": self.second.to_dict(),
-        }
-
-
 @dataclass
 class Entry:
     """The log of one (view, seq)."""
@@ -135,22 +114,6 @@ class Entry:
     pre_prepare: PrePrepare | None = None
     prepares: dict[int, Prepare] = field(default_factory=dict)
     commits: dict[int, Commit] = field(default_factory=dict)
-
-
-def _conflict_key(msg: SignedMessage) -> tuple[str, int, int]:
-    if isinstance(msg, PrePrepare | Prepare | Commit):
-        return (msg.TYPE, msg.view, msg.seq)
-    if isinstance(msg, Checkpoint):
-        return (msg.TYPE, 0, msg.seq)
-    if isinstance(msg, ViewChange):
-        return (msg.TYPE, msg.new_view, 0)
-    return (msg.TYPE, msg.view, 0)
-
-
-def _conflict_value(msg: SignedMessage) -> str:
-    if isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint):
-        return msg.digest
-    return msg.message_id
 
 
 class Replica:
@@ -304,12 +267,10 @@ class Replica:
         """Sign through the last-signed guard: re-signing the same thing returns the logged
         message; signing something conflicting is refused. Normal-case messages are never
         signed for a view below a view this replica already sent a view-change for."""
-        key = _conflict_key(msg)
+        key = conflict_key(msg)
         old = self._own.get(key)
         if old is not None:
-            if isinstance(old, ViewChange | NewView) or _conflict_value(old) == _conflict_value(
-                msg
-            ):
+            if isinstance(old, ViewChange | NewView) or conflict_value(old) == conflict_value(msg):
                 return old
             raise SigningRefused(f"refusing to sign a conflicting {key}")
         if isinstance(msg, PrePrepare | Prepare | Commit) and msg.view < self._max_vc_view():
@@ -352,12 +313,12 @@ class Replica:
     def _observe_own_key_use(self, msg: SignedMessage) -> None:
         """A validly signed message under our key that conflicts with what we signed means
         another holder of our key exists: keep it as evidence (against our own key)."""
-        mine = self._own.get(_conflict_key(msg))
-        if mine is None or _conflict_value(mine) == _conflict_value(msg):
+        mine = self._own.get(conflict_key(msg))
+        if mine is None or conflict_value(mine) == conflict_value(msg):
             return
         if not self.ver.check(msg):
             return
-        ck = _conflict_key(msg)
+        ck = conflict_key(msg)
         key = (msg.sender, *ck)
         if key not in self._evidence:
             ev = Evidence(msg.sender, ck[0], ck[1], ck[2], mine, msg)
@@ -366,13 +327,13 @@ class Replica:
 
     def _observe(self, msg: SignedMessage) -> None:
         """Equivocation detection on validly signed messages (call after the signature check)."""
-        ck = _conflict_key(msg)
+        ck = conflict_key(msg)
         key = (msg.sender, *ck)
         first = self._seen.get(key)
         if first is None:
             self._seen[key] = msg
             return
-        if _conflict_value(first) != _conflict_value(msg) and key not in self._evidence:
+        if conflict_value(first) != conflict_value(msg) and key not in self._evidence:
             ev = Evidence(msg.sender, ck[0], ck[1], ck[2], first, msg)
             self._evidence[key] = ev
             self._record("evidence", {"evidence": ev.to_dict()})
@@ -1029,7 +990,7 @@ class Replica:
     def _store(self, msg: SignedMessage) -> None:
         """Install a logged message without re-checking it (it was checked before logging)."""
         if msg.sender == self.id:
-            self._own[_conflict_key(msg)] = msg
+            self._own[conflict_key(msg)] = msg
         if isinstance(msg, PrePrepare):
             if msg.seq > self.low:
                 self._entry(msg.view, msg.seq).pre_prepare = msg
@@ -1051,7 +1012,7 @@ class Replica:
                 if pp.seq > self.low:
                     self._entry(pp.view, pp.seq).pre_prepare = pp
                     if pp.replica == self.id:
-                        self._own[_conflict_key(pp)] = pp
+                        self._own[conflict_key(pp)] = pp
 
     def _finish_replay(self) -> None:
         """Rebuild the application state: the stable snapshot, then the logged blocks."""
