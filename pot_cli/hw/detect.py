@@ -186,7 +186,7 @@ def _summary_rows(report: DetectReport) -> list[list[str]]:
                 "n/a"
                 if r.pcie_width_current is None
                 else f"gen{r.pcie_gen_current or '?'} x{r.pcie_width_current}",
-                g.verdict.recommended_dtype,
+                g.verdict.recommended_dtype or "n/a",
                 "lost" if r.error else g.verdict.status,
             ]
         )
@@ -198,12 +198,12 @@ def _gpu_table(g: GpuReport, price: float) -> Table:
     title = f"GPU {r.index} · {r.name or 'unknown'}"
     if g.card is not None:
         title += f" · {g.card.eth_summary()}"
+        if g.lhr and g.card.lhr == "by-device-id":
+            title += " (non-LHR figure; this card is LHR)"
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")
     rows: list[tuple[str, str]] = []
-    if r.error:
-        rows.append(("error", r.error))
 
     def add(key: str, text: str, *values: Any) -> None:
         """Add a reading row; a lost GPU shows only what it answered before it went."""
@@ -285,7 +285,7 @@ def _gpu_table(g: GpuReport, price: float) -> Table:
     for check in g.verdict.checks:
         style = {"ok": "green", "warn": "yellow", "fail": "red"}.get(check.status, "cyan")
         rows.append((f"[{style}]{check.status}[/] {check.name}", check.message))
-    rows.append(("recommended dtype", g.verdict.recommended_dtype))
+    rows.append(("recommended dtype", g.verdict.recommended_dtype or "n/a"))
     for key, value in rows:
         table.add_row(key, value)
     return table

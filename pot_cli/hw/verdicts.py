@@ -70,7 +70,7 @@ class Verdict:
     runs_with_this_torch: bool | None = None
     bf16_native: bool | None = None
     fp16_worthwhile: bool | None = None
-    recommended_dtype: str = "fp32"
+    recommended_dtype: str | None = "fp32"  # None: nothing to recommend (lost GPU)
     tasks_fit: dict[str, bool] = field(default_factory=dict)
     pcie_host_gb_s: float | None = None  # theoretical host<->device ceiling of the link
 
@@ -219,7 +219,10 @@ def judge(
     """The verdict for one GPU (reading from NVML, catalog entry if recognised)."""
     verdict = Verdict()
     if reading.error:
+        # A lost GPU: nothing else can be judged until it is back on the bus.
         verdict.checks.append(Check("nvml", FAIL, reading.error))
+        verdict.recommended_dtype = None
+        return verdict
     cc = reading.cc_tuple
     if cc is None and card is not None and card.compute_capability:
         major, minor = card.compute_capability.split(".")
