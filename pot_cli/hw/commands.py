@@ -269,7 +269,71 @@ def bench_command(
         console.print(f"wrote {target}")
 
 
+def _whole(value: float | None) -> float | int | None:
+    return int(value) if value is not None and value.is_integer() else value
+
+
+def catalog_command(json_out: JsonOpt = False) -> None:
+    """List the ex-Ethereum mining cards pot recognises, with their figures and limits."""
+    from pot_cli.hw.catalog import load_catalog
+
+    cards = load_catalog()
+    if json_out:
+        emit_json([{**c.to_dict(), "nvml_names": list(c.nvml_names)} for c in cards])
+        return
+    rows = [
+        [
+            c.name,
+            c.vram_gb,
+            c.compute_capability or c.gfx or "n/a",
+            _whole(c.eth_mhs),
+            _whole(c.eth_watts),
+            "yes" if c.mining_only else "",
+            c.lhr,
+            "; ".join(c.limits),
+        ]
+        for c in cards
+    ]
+    print_table(
+        "Mining-card catalog",
+        ["card", "GB", "CC", "ETH MH/s", "W", "mining-only", "LHR", "known limits"],
+        rows,
+        caption="AMD cards are not visible through NVML; pot trains through CUDA.",
+    )
+
+
+def record_command(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write. Default: <home>/hw/nvml-recording.json."),
+    ] = None,
+    description: Annotated[
+        str, typer.Option("--description", help="A line about the rig (board, risers, PSU).")
+    ] = "",
+) -> None:
+    """Record this rig's NVML readings in the replay format (to share, or to test against)."""
+    from pot_cli import paths
+    from pot_cli.hw.nvml import REPLAY_ENV, default_backend
+    from pot_cli.hw.recording import record_rig
+
+    recording = record_rig(default_backend(), description)
+    target = (
+        out
+        if out is not None
+        else paths.data_dir(get_state(ctx).home, "hw") / ("nvml-recording.json")
+    )
+    write_json(target, recording)
+    console.print(
+        f"recorded {len(recording['devices'])} GPU(s) to {target} "
+        f"(replay with {REPLAY_ENV}={target} pot hw detect)",
+        soft_wrap=True,
+    )
+
+
 def register(hw_app: typer.Typer) -> None:
     """Add the hardware commands to ``pot hw``."""
     hw_app.command("detect")(detect_command)
     hw_app.command("bench")(bench_command)
+    hw_app.command("catalog")(catalog_command)
+    hw_app.command("record")(record_command)
