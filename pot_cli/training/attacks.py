@@ -12,7 +12,7 @@ zero               an all-zero gradient (free rider)                      zero
 stale              honest gradient of the model ``STALE_LAG`` rounds old  spot check
 copy               another miner's payload, byte for byte                 copy (+ recompute)
 copy-perturbed     another miner's gradient + 1% noise                    copy (+ recompute)
-wrong-data         gradient on a batch assigned to someone else           spot check
+wrong-data         gradient on a batch other than its assigned one        spot check
 nan                an honest gradient with NaN and Inf entries            codec (non-finite)
 wrong-shape        an honest payload with one tensor reshaped             codec (layout)
 oversize           an honest payload padded past the size limit           codec (oversize)
@@ -31,7 +31,12 @@ from dataclasses import dataclass
 
 import torch
 
-from pot_cli.training.codec import Compression, encode_gradient, max_payload_bytes
+from pot_cli.training.codec import (
+    Compression,
+    encode_gradient,
+    max_payload_bytes,
+    write_safetensors,
+)
 from pot_cli.training.errors import TrainingError
 from pot_cli.training.gradients import Gradient, Params, compute_gradient
 from pot_cli.training.tasks import Task
@@ -80,7 +85,7 @@ class ForgeContext:
     history: Sequence[Params]  # older models, most recent last
     compression: Compression
     indices: Sequence[int]  # the attacker's assigned batch
-    other_indices: Sequence[int]  # a batch assigned to someone else
+    other_indices: Sequence[int]  # a batch other than the assigned one
     others: Mapping[str, bytes]  # address -> payload of miners who submitted already
     others_grads: Mapping[str, Gradient]
     seed: int
@@ -94,7 +99,7 @@ def _encode(ctx: ForgeContext, grad: Mapping[str, torch.Tensor]) -> bytes:
 
 def _rewrite(payload: bytes, edit: str, task: Task, compression: Compression) -> bytes:
     """Re-serialize a (self-made) payload with one structural defect."""
-    from safetensors.torch import load, save
+    from safetensors.torch import load
 
     hlen = struct.unpack("<Q", payload[:8])[0]
     meta = json.loads(payload[8 : 8 + hlen])["__metadata__"]
@@ -112,7 +117,7 @@ def _rewrite(payload: bytes, edit: str, task: Task, compression: Compression) ->
     elif edit == "oversize":
         extra = max_payload_bytes(task, compression) // 4 + 1
         tensors["padding"] = torch.zeros(extra, dtype=torch.float32)
-    return bytes(save(tensors, metadata=meta))
+    return write_safetensors(tensors, meta)
 
 
 def forge(attack: str, ctx: ForgeContext) -> bytes:

@@ -9,7 +9,8 @@ Layouts (tensor names inside the safetensors file):
 * ``topk``: the ``k = ceil(fraction * n)`` largest-magnitude coordinates of the flattened
   gradient: ``topk.indices`` (int32, strictly increasing) and ``topk.values`` (float32).
 
-Encoding uses the ``safetensors`` library. Decoding is a strict safetensors reader of our own
+Encoding and decoding are a small, strict safetensors writer and reader of our own (the bytes
+are standard safetensors: ``safetensors.torch.load`` reads them; tests check it). Decoding
 (the format is simple: an 8-byte little-endian header length, a JSON header, raw little-endian
 tensor data); it checks, in order, and refuses with :class:`CodecError` (``reason`` code in
 brackets): payload size against the task's limit before anything is parsed [oversize]; header
@@ -172,6 +173,32 @@ def compress_dense(
 # --------------------------------------------------------------------------- encoding
 
 
+def write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """Serialize to the safetensors format, deterministically: tensors laid out in sorted-name
+    order, header JSON with sorted keys and no spaces, padded with spaces to 8 bytes (as the
+    reference implementation does). (The ``safetensors`` library's own writer orders metadata
+    keys differently from call to call, so equal gradients would not give equal bytes.)"""
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        code = _DTYPE_CODES.get(t.dtype)
+        if code is None:
+            raise TrainingError(f"cannot encode tensor {name} of dtype {t.dtype}")
+        blob = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {
+            "dtype": code,
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
 def encode_gradient(
     task: Task,
     grad: Mapping[str, torch.Tensor],
@@ -181,8 +208,6 @@ def encode_gradient(
     compression: Compression = Compression(),
 ) -> bytes:
     """Serialize ``grad`` (dense, the task's parameter names) for the wire."""
-    from safetensors.torch import save
-
     if set(grad) != set(task.param_shapes):
         raise TrainingError(f"{task.name}: gradient names do not match the model's parameters")
     header = GradientHeader(task.name, model_hash, int(height), compression)
@@ -197,7 +222,7 @@ def encode_gradient(
         else:
             idx, val = _topk_select(vec, compression.topk_fraction)
             tensors = {"topk.indices": idx, "topk.values": val}
-    return bytes(save(tensors, metadata=header.metadata()))
+    return write_safetensors(tensors, header.metadata())
 
 
 # --------------------------------------------------------------------------- decoding

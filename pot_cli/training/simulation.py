@@ -163,7 +163,6 @@ def run_pot(cfg: SimConfig) -> SimResult:
             if a in byz_index:
                 attack = attack_for(cfg.attack, byz_index[a], h)
                 played[a] = attack
-                other = addresses[(addresses.index(a) + 1) % len(addresses)]
                 fctx = ForgeContext(
                     task=task,
                     height=h,
@@ -172,7 +171,10 @@ def run_pot(cfg: SimConfig) -> SimResult:
                     history=history,
                     compression=cfg.compression,
                     indices=indices,
-                    other_indices=assign_batch(seed_h, other, task.train_size, task.batch_size),
+                    # A batch nobody is assigned: the same address, a round far in the future.
+                    other_indices=assign_batch(
+                        round_seed(cfg.seed, h + 1_000_000), a, task.train_size, task.batch_size
+                    ),
                     others=published,
                     others_grads=published_grads,
                     seed=int(hash_object({"forge": cfg.seed, "h": h, "a": a})[:4].hex(), 16),

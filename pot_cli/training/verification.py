@@ -6,7 +6,7 @@ Checks, cheapest first:
    the round's task / model hash / height / compression, names, shapes, dtypes, finite values),
    then an all-zero gradient (a free rider) is refused.
 2. **Robust statistics** (every submission): the gradient's norm against the round's median
-   norm, its direction against the round's coordinate-wise median gradient, and a **copy
+   norm, its direction against the coordinate-wise median of the other submissions, and a **copy
    check**: cosine similarity with every other submission of the round and with the previous
    round's submissions. Statistics never reject on their own: honest gradients on small batches
    can be legitimately unusual, and one wrongly rejected honest miner is a failure. A flagged
@@ -63,7 +63,7 @@ class VerificationPolicy:
     spot_check_rate: float = DEFAULT_SPOT_CHECK_RATE
     tolerance: float = DEFAULT_TOLERANCE
     norm_factor: float = 4.0  # flag norm > factor x median or < median / factor
-    min_cosine: float = 0.0  # flag direction against the round's median gradient below this
+    min_cosine: float = 0.02  # flag cosine with the others' median gradient below this
     copy_cosine: float = 0.99  # flag near-duplicates at or above this cosine
     topk_support_energy: float = 0.8
     numerics: Numerics = field(default_factory=Numerics)
@@ -176,6 +176,33 @@ def spot_check(
     return SpotCheckResult(passed, err, energy)
 
 
+def _leave_one_out_cosines(vecs: list[torch.Tensor], norms: list[float]) -> list[float]:
+    """Cosine of each vector with the coordinate-wise median of the *other* vectors.
+
+    Leaving the vector itself out matters: a forged vector inside the median pulls the
+    reference towards itself (pure noise would look mildly aligned). The leave-one-out median
+    is read off one coordinate-wise sort with element-wise selects: for N-1 odd, the others'
+    median is ``s[m+1]`` where the vector is at or below ``s[m]`` (m = N/2 - 1), else ``s[m]``;
+    for N-1 even it is the mean of the two middle values that remain.
+    """
+    s = sort_rows(vecs)
+    n = len(vecs)
+    out = []
+    for v, norm in zip(vecs, norms, strict=True):
+        if n % 2 == 0:
+            m = n // 2 - 1
+            ref = torch.where(v <= s[m], s[m + 1], s[m])
+        else:
+            k = (n - 1) // 2
+            low = (s[k] + s[k + 1]) / 2.0  # v below the middle value
+            high = (s[k - 1] + s[k]) / 2.0  # v above it
+            mid = (s[k - 1] + s[k + 1]) / 2.0  # v is the middle value
+            ref = torch.where(v < s[k], low, torch.where(v > s[k], high, mid))
+        ref_norm = float(torch.linalg.vector_norm(ref))
+        out.append(float(v @ ref) / max(norm * ref_norm, 1e-30))
+    return out
+
+
 def verify_round(
     ctx: RoundContext, submissions: Sequence[Submission], policy: VerificationPolicy
 ) -> RoundVerification:
@@ -223,11 +250,7 @@ def verify_round(
         median_norm = float(norms.median())
         unit = mat / norms.unsqueeze(1)
         if len(addresses) >= 3:
-            ordered = sort_rows(vecs)
-            mid = len(ordered) // 2
-            ref = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
-            ref_unit = ref / max(float(torch.linalg.vector_norm(ref)), 1e-30)
-            cosines = (unit @ ref_unit).tolist()
+            cosines = _leave_one_out_cosines(vecs, norms.tolist())
         else:
             cosines = [1.0] * len(addresses)
         sims = (unit @ unit.T).tolist()

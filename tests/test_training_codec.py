@@ -1,0 +1,224 @@
+"""The gradient wire codec: round trips, compression ratios, every rejection, and fuzzing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pot_cli.training.codec import (
+    Compression,
+    compress_dense,
+    decode_gradient,
+    encode_gradient,
+    max_payload_bytes,
+)
+from pot_cli.training.errors import CodecError, TrainingError
+from pot_cli.training.gradients import compute_gradient
+from pot_cli.training.state import flatten, model_hash
+from pot_cli.training.tasks import load_task
+
+TASK = load_task("digits")
+PARAMS = TASK.initial_params()
+MH = model_hash(PARAMS)
+GRAD = compute_gradient(TASK, PARAMS, list(range(TASK.batch_size)))
+MODES = [Compression("none"), Compression("int8"), Compression("topk", 0.05)]
+PAYLOADS = {
+    c.mode: encode_gradient(TASK, GRAD, model_hash=MH, height=5, compression=c) for c in MODES
+}
+
+
+def _rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    x, y = flatten(a, TASK.param_shapes), flatten(b, TASK.param_shapes)
+    return float((x - y).norm() / y.norm())
+
+
+@pytest.mark.parametrize("comp", MODES, ids=lambda c: c.mode)
+def test_round_trip(comp: Compression) -> None:
+    payload = PAYLOADS[comp.mode]
+    assert payload == encode_gradient(TASK, GRAD, model_hash=MH, height=5, compression=comp)
+    d = decode_gradient(
+        TASK, payload, expected_model_hash=MH, expected_height=5, expected_compression=comp
+    )
+    assert d.header.task == "digits" and d.header.height == 5 and d.header.compression == comp
+    assert list(d.gradient) == list(TASK.param_shapes)
+    # decoding equals the in-memory compression (what spot checks compare against)
+    assert torch.equal(d.vector, flatten(compress_dense(TASK, GRAD, comp), TASK.param_shapes))
+    err = _rel(d.gradient, GRAD)
+    if comp.mode == "none":
+        assert err == 0.0
+    elif comp.mode == "int8":
+        assert err < 0.02
+    else:
+        assert err < 0.8 and d.support is not None and d.support.numel() == 3588
+    assert len(payload) <= max_payload_bytes(TASK, comp)
+
+
+def test_bytes_are_standard_safetensors() -> None:
+    from safetensors.torch import load
+
+    for payload in PAYLOADS.values():
+        assert set(load(payload)) >= {"int8.q"} or len(load(payload)) in (2, len(TASK.param_shapes))
+    assert torch.equal(load(PAYLOADS["none"])["fc2.bias"], GRAD["fc2.bias"])
+
+
+def test_compressed_sizes() -> None:
+    raw = 4 * TASK.num_params
+    assert len(PAYLOADS["int8"]) <= raw / 3.9
+    assert len(PAYLOADS["topk"]) <= raw / 8
+
+
+def _forge(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
+    from safetensors.torch import save
+
+    return bytes(save(tensors, metadata=meta))
+
+
+def _meta(**changes: str) -> dict[str, str]:
+    meta = {
+        "format": "pot-gradient/1",
+        "task": "digits",
+        "model_hash": MH,
+        "height": "5",
+        "compression": "none",
+    }
+    meta.update(changes)
+    return {k: v for k, v in meta.items() if v != "-"}
+
+
+def _expect(payload: bytes, reason: str, **kw: object) -> CodecError:
+    with pytest.raises(CodecError) as exc:
+        decode_gradient(TASK, payload, **kw)  # type: ignore[arg-type]
+    assert exc.value.reason == reason, exc.value
+    return exc.value
+
+
+def test_rejections_each_have_a_reason() -> None:
+    good = dict(GRAD)
+    _expect(b"", "malformed")
+    _expect(b"\xff" * 8 + b"{}", "malformed")
+    _expect(struct.pack("<Q", 2) + b"[]", "malformed")
+    _expect(struct.pack("<Q", 4) + b"{}", "malformed")
+    _expect(PAYLOADS["none"] + b"\x00" * 300_000, "oversize")
+    _expect(_forge(good, _meta(format="other")), "header")
+    _expect(_forge(good, _meta(task="pycorpus")), "header")
+    _expect(_forge(good, _meta(height="x")), "header")
+    _expect(_forge(good, _meta(compression="zip")), "header")
+    _expect(_forge(good, _meta(model_hash="-")), "header")
+    _expect(PAYLOADS["none"], "header", expected_model_hash="0" * 64)
+    _expect(PAYLOADS["none"], "header", expected_height=6)
+    _expect(PAYLOADS["int8"], "header", expected_compression=Compression("none"))
+    # the size limit of the expected compression is checked before anything is parsed
+    _expect(PAYLOADS["none"], "oversize", expected_compression=Compression("int8"))
+    _expect(_forge({**good, "extra": torch.zeros(1)}, _meta()), "layout")
+    missing = dict(good)
+    missing.pop("fc2.bias")
+    e = _expect(_forge(missing, _meta()), "layout")
+    assert "fc2.bias" in e.detail
+    _expect(_forge({**good, "fc2.bias": torch.zeros(11)}, _meta()), "layout")
+    _expect(_forge({**good, "fc2.bias": torch.zeros(10, dtype=torch.float64)}, _meta()), "layout")
+    bad = {**good, "fc2.bias": good["fc2.bias"].clone()}
+    bad["fc2.bias"][3] = float("nan")
+    _expect(_forge(bad, _meta()), "non-finite")
+    bad["fc2.bias"][3] = float("-inf")
+    _expect(_forge(bad, _meta()), "non-finite")
+
+
+def test_topk_and_int8_structural_rejections() -> None:
+    from safetensors.torch import load
+
+    t = dict(load(PAYLOADS["topk"]))
+    meta = _meta(compression="topk", topk_fraction="0.05")
+    rev = {**t, "topk.indices": torch.flip(t["topk.indices"], [0]).contiguous()}
+    _expect(_forge(rev, meta), "layout")
+    big = {**t, "topk.indices": t["topk.indices"].clone()}
+    big["topk.indices"][-1] = TASK.num_params
+    _expect(_forge(big, meta), "layout")
+    _expect(_forge(t, _meta(compression="topk", topk_fraction="2")), "header")
+    q = dict(load(PAYLOADS["int8"]))
+    q["int8.scale"] = -q["int8.scale"]
+    _expect(_forge(q, _meta(compression="int8", chunk="256")), "layout")
+    _expect(_forge(dict(load(PAYLOADS["int8"])), _meta(compression="int8", chunk="7")), "header")
+
+
+def test_header_offsets_must_tile_the_data() -> None:
+    payload = bytearray(PAYLOADS["none"])
+    hlen = struct.unpack("<Q", payload[:8])[0]
+    header = json.loads(payload[8 : 8 + hlen])
+    name = sorted(k for k in header if k != "__metadata__")[0]
+    header[name]["data_offsets"] = [4, header[name]["data_offsets"][1] + 4]
+    blob = json.dumps(header).encode()
+    forged = struct.pack("<Q", len(blob)) + blob + bytes(payload[8 + hlen :]) + b"\x00" * 4
+    _expect(forged, "layout")
+
+
+def test_compression_parse() -> None:
+    assert Compression.parse("topk:0.1") == Compression("topk", 0.1)
+    assert Compression.parse("int8").label() == "int8"
+    for bad in ("zip", "int8:0.1", "topk:x", "topk:0"):
+        with pytest.raises(TrainingError):
+            Compression.parse(bad)
+
+
+def _decode_only_codec_errors(data: bytes) -> None:
+    with contextlib.suppress(CodecError):
+        decode_gradient(TASK, data)
+
+
+@settings(deadline=None, max_examples=150)
+@given(st.binary(max_size=2048))
+def test_fuzz_random_bytes(data: bytes) -> None:
+    _decode_only_codec_errors(data)
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.sampled_from(sorted(PAYLOADS)),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1, max_size=8),
+    st.integers(min_value=0),
+)
+def test_fuzz_mutated_payloads(mode: str, edits: list[tuple[int, int]], cut: int) -> None:
+    data = bytearray(PAYLOADS[mode])
+    hlen = struct.unpack("<Q", data[:8])[0]
+    for pos, value in edits:
+        # half the edits hit the header (the interesting part), half anywhere
+        limit = 8 + hlen if pos % 2 else len(data)
+        data[pos % limit] = value
+    if cut % 3 == 0:
+        data = data[: cut % len(data)]
+    _decode_only_codec_errors(bytes(data))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.dictionaries(
+        st.text(max_size=12),
+        st.fixed_dictionaries(
+            {
+                "dtype": st.sampled_from(["F32", "I8", "I32", "F64", "BOOL", "x"]),
+                "shape": st.lists(st.integers(-2, 300), max_size=3),
+                "data_offsets": st.lists(st.integers(-5, 3000), max_size=3),
+            }
+        ),
+        max_size=4,
+    ),
+    st.dictionaries(
+        st.sampled_from(
+            ["format", "task", "height", "compression", "model_hash", "topk_fraction", "chunk"]
+        ),
+        st.text(max_size=10),
+    ),
+    st.binary(max_size=3000),
+)
+def test_fuzz_structured_headers(
+    tensors: dict[str, dict[str, object]], meta: dict[str, str], body: bytes
+) -> None:
+    header: dict[str, object] = dict(tensors)
+    header["__metadata__"] = meta
+    blob = json.dumps(header).encode()
+    _decode_only_codec_errors(struct.pack("<Q", len(blob)) + blob + body)
