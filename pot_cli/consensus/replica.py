@@ -161,6 +161,7 @@ class Replica:
         self._vc_deadline: int | None = None
         self._resend_deadline: int | None = None
         self._fetch_after = -1
+        self._served: dict[int, int] = {}
         self._now = 0
         self._out = Output()
         self._compact = False
@@ -614,6 +615,9 @@ class Replica:
         self._send(FetchState(self.last_exec + 1, self.id))
 
     def _on_fetch_state(self, fs: FetchState) -> None:
+        last = self._served.get(fs.replica)
+        if last is not None and self._now - last < self.cfg.resend_interval // 2:
+            return  # rate limit: at most one answer per requester per half resend interval
         checkpoint = None
         start = fs.from_seq
         if fs.from_seq <= self.low:
@@ -628,6 +632,7 @@ class Replica:
         )
         if checkpoint is None and not blocks:
             return
+        self._served[fs.replica] = self._now
         self._send(StateReply(checkpoint, blocks, self.id), fs.replica)
 
     def _on_state_reply(self, sr: StateReply) -> None:
@@ -720,6 +725,10 @@ class Replica:
         return {"view": self.view, "active": self.active, "backoff": self.backoff}
 
     def _prune_vcs(self) -> None:
+        """Forget what belongs to views below the current one (bounded memory)."""
+        self._seen = {
+            k: m for k, m in self._seen.items() if k[1] == Checkpoint.TYPE or k[2] >= self.view
+        }
         self._vcs = {v: d for v, d in self._vcs.items() if v >= self.view}
         self._new_views = {v: nv for v, nv in self._new_views.items() if v >= self.view}
         self._own = {
