@@ -125,6 +125,9 @@ def test_cuda_device_is_matched_to_nvml_by_uuid_then_pci() -> None:
     by_pci = SimpleNamespace(pci_bus_id=3, pci_device_id=0, pci_domain_id=0)
     assert nvml_index_for_cuda(by_pci, nvml_devices) == 1
     assert nvml_index_for_cuda(SimpleNamespace(pci_bus_id=9, pci_device_id=0), nvml_devices) is None
+    prefixed = SimpleNamespace(uuid="GPU-00C0FFEE-01A2-4B3C-8D4E-5F6071829300")
+    assert nvml_index_for_cuda(prefixed, nvml_devices) == 0
+    assert nvml_index_for_cuda(SimpleNamespace(), nvml_devices[1:]) == 1  # the only GPU
 
 
 def test_results_round_trip_through_the_loader(cpu_result: object, tmp_path: Path) -> None:

@@ -98,7 +98,8 @@ def nvml_index_for_cuda(
     """The NVML index of a CUDA device (torch's device properties ``props``).
 
     CUDA numbers GPUs fastest-first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML numbers them
-    by PCI bus, so the index cannot be assumed equal: match by UUID, else by PCI location.
+    by PCI bus, so the index cannot be assumed equal: match by UUID (torch gives it with or
+    without NVML's ``GPU-`` prefix), else by PCI location, else the only GPU there is.
     ``nvml_devices`` lists (index, uuid, pci_bus_id) as NVML reports them.
     """
     uuid = getattr(props, "uuid", None)
@@ -114,4 +115,6 @@ def nvml_index_for_cuda(
         for index, _, nv_bus in nvml_devices:
             if nv_bus is not None and _bus_tuple(nv_bus) == (int(domain), int(bus), int(device)):
                 return index
+    if len(nvml_devices) == 1:
+        return nvml_devices[0][0]  # a single NVIDIA GPU: nothing to confuse it with
     return None
