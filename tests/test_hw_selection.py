@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pot_cli.errors import UsageError
-from pot_cli.hw.selection import GpuSelectionError, parse_gpu_selection
+from pot_cli.hw.selection import GpuSelectionError, parse_gpu_selection, parse_gpu_spec
 
 RIG = list(range(8))
 
@@ -40,6 +40,13 @@ def test_bad_selections_get_clear_errors(text: str, message: str) -> None:
         parse_gpu_selection(text, RIG)
     assert message in str(info.value)
     assert isinstance(info.value, UsageError) and info.value.exit_code == 2
+
+
+def test_syntax_alone_for_config_validation() -> None:
+    assert parse_gpu_spec("all") is None
+    assert parse_gpu_spec("7,0-1") == [7, 0, 1]
+    with pytest.raises(GpuSelectionError, match="listed twice"):
+        parse_gpu_spec("1,1")
 
 
 def test_no_gpu_machine_names_the_cause() -> None:

@@ -22,17 +22,13 @@ def _describe(available: Sequence[int]) -> str:
     return "this machine has GPU " + ", ".join(str(i) for i in available)
 
 
-def parse_gpu_selection(text: str, available_indices: Sequence[int]) -> list[int]:
-    """Parse ``"all"``, ``"0,2,5"`` or ``"0-3,6"`` against the GPUs present.
-
-    ``"all"`` gives every available index (an empty list on a machine without GPUs: the caller
-    decides whether that means the CPU). Raises :class:`GpuSelectionError` for bad syntax,
-    duplicates or indices not present.
-    """
-    available = sorted(set(available_indices))
+def parse_gpu_spec(text: str) -> list[int] | None:
+    """Syntax only: None for "all", else the indices in the order given (no machine needed:
+    config validation can use it). Raises :class:`GpuSelectionError` for bad syntax or
+    duplicates."""
     spec = text.strip().lower()
     if spec == "all":
-        return list(available)
+        return None
     if not spec:
         raise GpuSelectionError('empty GPU selection: use "all" or indices like "0,2,5"')
     chosen: list[int] = []
@@ -54,6 +50,20 @@ def parse_gpu_selection(text: str, available_indices: Sequence[int]) -> list[int
             if index in chosen:
                 raise GpuSelectionError(f"GPU {index} is listed twice in {text!r}")
             chosen.append(index)
+    return chosen
+
+
+def parse_gpu_selection(text: str, available_indices: Sequence[int]) -> list[int]:
+    """Parse ``"all"``, ``"0,2,5"`` or ``"0-3,6"`` against the GPUs present.
+
+    ``"all"`` gives every available index (an empty list on a machine without GPUs: the caller
+    decides whether that means the CPU). Raises :class:`GpuSelectionError` for bad syntax,
+    duplicates or indices not present.
+    """
+    available = sorted(set(available_indices))
+    chosen = parse_gpu_spec(text)
+    if chosen is None:
+        return list(available)
     missing = [i for i in chosen if i not in available]
     if missing:
         names = ", ".join(str(i) for i in missing)
