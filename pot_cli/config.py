@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 import tomli_w
 
 from pot_cli.errors import ConfigError
+from pot_cli.hw.selection import GpuSelectionError, parse_gpu_spec
 
 Role = Literal["miner", "validator"]
 Compression = Literal["none", "int8", "topk"]
@@ -271,13 +272,10 @@ def _validate_value(
 
 
 def _check_gpus(text: str) -> str | None:
-    if text.strip() == "all":
-        return None
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or any(not p.isdigit() for p in parts):
-        return f'expected "all" or comma-separated GPU indices like "0,2,5", got {text!r}'
-    if len(set(parts)) != len(parts):
-        return f"GPU index listed twice in {text!r}"
+    try:
+        parse_gpu_spec(text)
+    except GpuSelectionError as exc:
+        return str(exc)
     return None
 
 
