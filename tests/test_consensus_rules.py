@@ -138,11 +138,13 @@ def test_commit_quorum_commits_with_offline_verifiable_certificate() -> None:
 
 
 def _drive_to_committed(k: Keys, r: Replica, seq: int) -> Output:
+    """Feed backup ``r`` the pre-prepare, one prepare and two commits of others."""
     pp = k.pp(0, seq)
+    others = [x for x in (1, 2, 3) if x != r.id]
     r.step(pp, 0)
-    r.step(k.prepare(0, seq, pp.digest, 2), 0)
+    r.step(k.prepare(0, seq, pp.digest, others[0]), 0)
     r.step(k.commit(0, seq, pp.digest, 0), 0)
-    return r.step(k.commit(0, seq, pp.digest, 3), 0)
+    return r.step(k.commit(0, seq, pp.digest, others[1]), 0)
 
 
 def test_execution_strictly_in_sequence_order() -> None:
@@ -241,3 +243,31 @@ def test_primary_proposes_within_in_flight_and_watermarks() -> None:
     pps = sent(out, PrePrepare)
     assert [p.seq for p in pps] == [1, 2, 3]
     assert all(ChainApp.valid_proposal(p.seq, p.proposal) for p in pps)
+
+
+class DivergingApp(ChainApp):
+    """A non-deterministic application: its state goes wrong at block 2."""
+
+    def execute(self, seq: int, proposal: object) -> None:
+        super().execute(seq, {"corrupted": seq} if seq == 2 else proposal)
+
+
+def test_divergent_replica_rolls_back_by_state_transfer() -> None:
+    k = Keys(checkpoint_interval=2, watermark_window=4)
+    honest = k.replica(2)
+    bad = Replica(k.cfg, 1, k.ids[1], DivergingApp())
+    for seq in (1, 2):
+        for r in (honest, bad):
+            _drive_to_committed(k, r, seq)
+    good_digest = honest.app.state_digest()
+    assert bad.app.state_digest() != good_digest
+    for who in (0, 2, 3):
+        out = bad.step(k.checkpoint(2, good_digest, who), 0)
+    assert bad.diverged and bad.low == 2 and bad.last_exec < 2
+    (fetch,) = [m for _, m in out.sends if type(m).__name__ == "FetchState"]
+    # replica 2 has the stable checkpoint too and answers with its snapshot
+    for who in (0, 3):
+        honest.step(k.checkpoint(2, good_digest, who), 0)
+    (reply,) = [m for _, m in honest.step(fetch, 0).sends]
+    bad.step(reply, 0)
+    assert bad.last_exec == 2 and bad.app.state_digest() == good_digest

@@ -560,9 +560,14 @@ class Replica:
         proof = tuple(matching[r] for r in sorted(matching)[: self.cfg.quorum])
         snap = self._snapshots.get(seq)
         if snap is not None and snap[0] != digest:
-            # 2f+1 replicas certify a state we did not reach: our execution diverged.
+            # 2f+1 replicas certify a state we did not reach: our execution diverged (a
+            # non-deterministic application). Roll back: adopt the certified state by state
+            # transfer and re-execute the later blocks on it.
             self.diverged = True
             self._reject(f"checkpoint {seq}: our state digest differs from the certified one")
+            self._ready.update({s: b for s, b in self._blocks.items() if s > seq})
+            self._snapshots.pop(seq, None)
+            self.last_exec = 0
             snap = None
         self._install_stable(StableCheckpoint(seq, digest, proof, snap[1] if snap else None))
 
