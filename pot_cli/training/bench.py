@@ -177,7 +177,7 @@ def quality_bench(cfg: QualityBenchConfig) -> dict[str, Any]:
             "compression": cfg.compression.label(),
             "rule": cfg.rule.describe(),
             "spot_check_rate": cfg.policy.spot_check_rate,
-            "tolerance": cfg.policy.tolerance,
+            "tolerance": cfg.policy.tolerance_for(task),
             "seed": cfg.seed,
             "global_batch": cfg.miners * task.batch_size,
         },

@@ -63,7 +63,8 @@ def register(bench_app: typer.Typer) -> None:
             float, typer.Option(min=0.0, max=1.0, help="Fraction of submissions re-computed.")
         ] = 0.1,
         tolerance: Annotated[
-            float | None, typer.Option(help="Spot-check tolerance (default: calibrated 0.1).")
+            float | None,
+            typer.Option(help="Spot-check tolerance (default: the task's calibrated one)."),
         ] = None,
         seed: Annotated[str, typer.Option(help="Seed of the run (data order, identities).")] = "0",
         as_json: Annotated[
@@ -77,7 +78,7 @@ def register(bench_app: typer.Typer) -> None:
         from pot_cli.training.bench import QualityBenchConfig, quality_bench
         from pot_cli.training.codec import Compression
         from pot_cli.training.tasks import load_task
-        from pot_cli.training.verification import DEFAULT_TOLERANCE, VerificationPolicy
+        from pot_cli.training.verification import VerificationPolicy
 
         t = load_task(task)
         cfg = QualityBenchConfig(
@@ -90,7 +91,7 @@ def register(bench_app: typer.Typer) -> None:
             rule=AggregationRule(rule),
             policy=VerificationPolicy(
                 spot_check_rate=spot_check_rate,
-                tolerance=tolerance if tolerance is not None else DEFAULT_TOLERANCE,
+                tolerance=tolerance,
             ),
             seed=seed,
         )
@@ -270,6 +271,7 @@ def register(bench_app: typer.Typer) -> None:
         if not as_json:
             rows: list[list[Any]] = [["honest " + k, v] for k, v in rep.honest_max.items()]
             rows += [["forged " + k, v] for k, v in rep.forged_min.items()]
+            rows.append(["one round stale (information)", rep.stale_one_round_min])
             print_table(
                 f"Spot-check calibration: {t.name}, {rep.compression} "
                 f"(tolerance {rep.tolerance:g})",

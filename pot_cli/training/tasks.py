@@ -12,6 +12,7 @@ File format (every key is checked; an unknown or ill-typed key is an error namin
     batch_size = 32            # samples per miner per round
     init_seed = 0              # seed of the initial model
     vram_need_mb = 0           # optional: 0 or absent = estimated (see Task.vram_need_mb)
+    spot_check_tolerance = 0.1 # relative L2 error a recompute may differ by (calibrated)
 
     [model]                    # kind + architecture parameters (see models.py)
     kind = "digits_cnn"
@@ -90,6 +91,7 @@ class Task:
     bench_miners: int
     bench_rounds: int
     vram_override_mb: int = 0
+    spot_check_tolerance: float = 0.1
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ properties
@@ -309,7 +311,16 @@ def load_task_file(path: Path) -> Task:
         path,
         "task",
         raw["task"],
-        {"name", "description", "dataset", "metric", "batch_size", "init_seed", "vram_need_mb"},
+        {
+            "name",
+            "description",
+            "dataset",
+            "metric",
+            "batch_size",
+            "init_seed",
+            "vram_need_mb",
+            "spot_check_tolerance",
+        },
     )
     name = t.string("name")
     if name != path.stem:
@@ -363,6 +374,7 @@ def load_task_file(path: Path) -> Task:
         bench_miners=b.integer("miners", 8),
         bench_rounds=b.integer("rounds", 50),
         vram_override_mb=t.integer("vram_need_mb", 0, minimum=0),
+        spot_check_tolerance=t.number("spot_check_tolerance", 0.1, lo=1e-6, hi=1.0),
     )
     task.build_model(task.init_seed)  # architecture parameters are validated here
     return task

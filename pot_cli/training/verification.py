@@ -51,17 +51,16 @@ from pot_cli.training.state import flatten
 from pot_cli.training.tasks import Task
 
 DEFAULT_SPOT_CHECK_RATE = 0.1
-# Relative L2 error allowed between a submission and the validator's recompute. Calibrated
-# honest maximum across fp32/bf16/fp16 autocast, 1-2 threads and batch order is ~0.02-0.04
-# (see calibration.py and BENCHMARKS.md); the closest forgery (a gradient one round stale)
-# is ~0.2 or more.
+# Relative L2 error allowed between a submission and the validator's recompute, when the task
+# does not set its own (``spot_check_tolerance`` in the task TOML). It is a property of the
+# task: calibrated per task with ``pot bench calibrate`` (see calibration.py, BENCHMARKS.md).
 DEFAULT_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
 class VerificationPolicy:
     spot_check_rate: float = DEFAULT_SPOT_CHECK_RATE
-    tolerance: float = DEFAULT_TOLERANCE
+    tolerance: float | None = None  # None: the task's calibrated spot_check_tolerance
     norm_factor: float = 4.0  # flag norm > factor x median or < median / factor
     min_cosine: float = 0.02  # flag cosine with the others' median gradient below this
     copy_cosine: float = 0.99  # flag near-duplicates at or above this cosine
@@ -71,8 +70,11 @@ class VerificationPolicy:
     def __post_init__(self) -> None:
         if not 0.0 <= self.spot_check_rate <= 1.0:
             raise TrainingError(f"spot-check rate must be in [0, 1], got {self.spot_check_rate}")
-        if not self.tolerance > 0:
+        if self.tolerance is not None and not self.tolerance > 0:
             raise TrainingError(f"tolerance must be positive, got {self.tolerance}")
+
+    def tolerance_for(self, task: Task) -> float:
+        return self.tolerance if self.tolerance is not None else task.spot_check_tolerance
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def spot_check(
     """Re-compute the gradient on ``indices`` and compare it with ``submitted``."""
     reference = compute_gradient(task, params, indices, policy.numerics)
     err, energy = gradient_discrepancy(task, submitted, reference, compression)
-    passed = math.isfinite(err) and err <= policy.tolerance
+    passed = math.isfinite(err) and err <= policy.tolerance_for(task)
     if energy is not None and energy < policy.topk_support_energy:
         passed = False
     return SpotCheckResult(passed, err, energy)
@@ -295,7 +297,7 @@ def verify_round(
             accepted[a] = d.gradient
         else:
             check = fl[0].split(":", 1)[0] if fl else "spot-check"
-            reason = res.describe(policy.tolerance)
+            reason = res.describe(policy.tolerance_for(task))
             if fl:
                 reason = f"{'; '.join(fl)}; {reason}"
             verdicts[a] = Verdict(a, False, check, reason, fl, True, res.rel_error)

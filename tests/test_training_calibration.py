@@ -1,0 +1,56 @@
+"""Spot-check tolerance calibration across numerics, and honest submissions never rejected."""
+
+from __future__ import annotations
+
+import pytest
+
+from pot_cli.training.calibration import MIXED_NUMERICS, calibrate, honest_rejections
+from pot_cli.training.codec import Compression
+from pot_cli.training.gradients import Numerics
+from pot_cli.training.tasks import load_task
+
+REDUCED = (
+    Numerics(threads=1),
+    Numerics(dtype="bf16", order_seed=1),
+    Numerics(dtype="fp16", threads=1),
+)
+
+
+@pytest.mark.parametrize(
+    ("task_name", "compression"),
+    [("digits", "none"), ("digits", "int8"), ("digits", "topk"), ("pycorpus", "none")],
+)
+def test_tolerance_separates_honest_numerics_from_forgeries(
+    task_name: str, compression: str
+) -> None:
+    task = load_task(task_name)
+    full = task_name == "digits" and compression == "none"
+    numerics = MIXED_NUMERICS if full else REDUCED
+    rep = calibrate(
+        task,
+        rounds=6,
+        miners=2,
+        checkpoints=2,
+        numerics=numerics,
+        compression=Compression.parse(compression),
+    )
+    assert set(rep.honest_max) == {n.label() for n in numerics}
+    assert {"stale", "wrong-data", "sign-flip", "noise", "scaled", "copy-perturbed"} <= set(
+        rep.forged_min
+    )
+    # honest differences stay well inside the tolerance, every forgery well outside
+    tol = task.spot_check_tolerance
+    assert rep.tolerance == tol
+    assert rep.worst_honest < tol / 1.5, rep.honest_max
+    assert rep.closest_forged > tol * 1.5, rep.forged_min
+    # same-precision numerics (threads, batch order) differ only by rounding
+    assert rep.honest_max["cpu/fp32/1t"] < (1e-4 if compression == "none" else 1e-2)
+    assert rep.to_dict()["forged_margin"] > 1.5
+
+
+def test_honest_submissions_with_mixed_numerics_are_never_rejected() -> None:
+    rep = honest_rejections(load_task("digits"), submissions=24, miners=8)
+    assert rep.submissions == 24 and rep.rounds == 3
+    assert rep.rejected == 0, rep.rejections
+    assert rep.max_rel_error < load_task("digits").spot_check_tolerance
+    assert sum(rep.by_numerics.values()) == 24 and len(rep.by_numerics) >= 4

@@ -1,0 +1,86 @@
+"""`pot bench quality`, `pot bench honest`, `pot bench calibrate`: tables, --json, --out, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pot_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_bench_quality_json_and_out(tmp_path: Path) -> None:
+    out = tmp_path / "q.json"
+    result = runner.invoke(
+        app,
+        [
+            "--home", str(tmp_path), "bench", "quality", "--miners", "4", "--rounds", "3",
+            "--byzantine", "0.25", "--attack", "scaled", "--json", "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert json.loads(out.read_text()) == report
+    assert report["config"]["byzantine_miners"] == 1
+    pot = report["pot"]
+    assert pot["attacks"]["scaled"] == {
+        "submitted": 3, "caught": 3, "missed": 0, "caught_by": {"norm": 3},
+    }  # fmt: skip
+    assert pot["honest_submitted"] == 9 and pot["honest_rejected"] == 0
+    assert report["plain_mean_no_verification"]["attacks"]["scaled"]["missed"] == 3
+    assert set(report["bytes_per_submission"]) == {"none", "int8", "topk:0.05"}
+    assert 0 < report["centralized"]["metric"] <= 1
+    assert {t["name"] for t in report["targets"]} >= {"honest submissions wrongly rejected == 0"}
+    for key in ("quality_ratio", "wall_ratio", "parallel_wall_ratio", "seconds"):
+        assert pot[key] is not None
+
+
+def test_bench_quality_table_default_out(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "--home", str(tmp_path), "bench", "quality", "--miners", "4", "--rounds", "2",
+            "--compression", "int8", "--rule", "median", "--byzantine", "0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "centralized" in result.output and "Bytes per submission" in result.output
+    path = tmp_path / "bench" / "quality-digits.json"
+    assert json.loads(path.read_text())["config"]["compression"] == "int8"
+    assert str(path) in result.output
+
+
+def test_bench_errors_are_one_line(tmp_path: Path) -> None:
+    for args, code, text in (
+        (["--task", "nope"], 2, "unknown task 'nope'"),
+        (["--rule", "avg"], 1, "unknown aggregation rule"),
+        (["--attack", "bribe"], 1, "unknown attack"),
+        (["--compression", "zip"], 1, "unknown compression"),
+    ):
+        result = runner.invoke(app, ["--home", str(tmp_path), "bench", "quality", *args])
+        assert result.exit_code == code, result.output
+        assert text in result.output and "Traceback" not in result.output
+
+
+def test_bench_honest_and_calibrate(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["--home", str(tmp_path), "bench", "honest", "--submissions", "6", "--miners", "3",
+         "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["submissions"] == 6 and report["rejected"] == 0
+    assert (tmp_path / "bench" / "honest-digits.json").exists()
+    result = runner.invoke(
+        app,
+        ["--home", str(tmp_path), "bench", "calibrate", "--rounds", "2", "--checkpoints", "1",
+         "--miners", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "honest cpu/bf16" in result.output
+    data = json.loads((tmp_path / "bench" / "calibrate-digits.json").read_text())
+    assert data["worst_honest"] < data["tolerance"]
