@@ -271,3 +271,29 @@ def test_divergent_replica_rolls_back_by_state_transfer() -> None:
     (reply,) = [m for _, m in honest.step(fetch, 0).sends]
     bad.step(reply, 0)
     assert bad.last_exec == 2 and bad.app.state_digest() == good_digest
+
+
+def test_late_votes_skip_verification_but_keep_evidence() -> None:
+    k = Keys()
+    r = k.replica(1)
+    out = _drive_to_committed(k, r, 1)
+    assert [b.seq for b in out.committed] == [1]
+    pp = r.committed_block(1)
+    assert pp is not None
+    before = r.ver.verified
+    late = k.commit(0, 1, pp.digest, 2)  # matching, after the block committed here
+    out = r.step(late, 1)
+    assert r.ver.verified == before and not out.records  # set aside, not verified, not logged
+    conflicting = k.commit(0, 1, proposal_digest("evil"), 2)
+    r.step(conflicting, 2)
+    (ev,) = r.evidence
+    assert ev.first == late and ev.second == conflicting
+    assert verify_evidence(ev, CHAIN, k.cfg.public_keys)
+    # a forged late vote is not turned into evidence against its supposed sender
+    _drive_to_committed(k, r, 2)
+    b2 = r.committed_block(2)
+    assert b2 is not None
+    forged = type(late)(0, 2, b2.digest, 2, k.commit(0, 2, b2.digest, 3).sig)
+    r.step(forged, 3)
+    r.step(k.commit(0, 2, proposal_digest("x"), 2), 3)
+    assert len(r.evidence) == 1

@@ -154,6 +154,7 @@ class Replica:
         self._new_views: dict[int, NewView] = {}
         self._own: dict[tuple[str, int, int], SignedMessage] = {}
         self._seen: dict[tuple[int, str, int, int], SignedMessage] = {}
+        self._late: dict[tuple[int, str, int, int], SignedMessage] = {}
         self._evidence: dict[tuple[int, str, int, int], Evidence] = {}
         self._future: list[Message] = []
         # timers (not persisted: a restarted replica arms them afresh)
@@ -327,17 +328,37 @@ class Replica:
             self._record("evidence", {"evidence": ev.to_dict()})
 
     def _observe(self, msg: SignedMessage) -> None:
-        """Equivocation detection on validly signed messages (call after the signature check)."""
+        """Equivocation detection on validly signed messages (call after the signature check).
+
+        A vote set aside unverified as not needed (``_late``) is verified now if this message
+        conflicts with it, so skipping late votes never loses evidence."""
         ck = conflict_key(msg)
         key = (msg.sender, *ck)
         first = self._seen.get(key)
         if first is None:
-            self._seen[key] = msg
-            return
+            late = self._late.pop(key, None)
+            if late is None or conflict_value(late) == conflict_value(msg):
+                self._seen[key] = msg
+                return
+            if not self.ver.check(late):
+                self._seen[key] = msg
+                return
+            first = late
+            self._seen[key] = late
         if conflict_value(first) != conflict_value(msg) and key not in self._evidence:
             ev = Evidence(msg.sender, ck[0], ck[1], ck[2], first, msg)
             self._evidence[key] = ev
             self._record("evidence", {"evidence": ev.to_dict()})
+
+    def _vote_not_needed(self, msg: Prepare | Commit) -> bool:
+        """A vote that matches and arrives after its phase is complete here adds nothing: it is
+        set aside without paying for its signature check (~30% of all verifications)."""
+        e = self._entries.get((msg.view, msg.seq))
+        if e is None or e.pre_prepare is None or msg.digest != e.pre_prepare.digest:
+            return False
+        if isinstance(msg, Commit):
+            return msg.seq <= self.last_exec or msg.seq in self._ready
+        return self.id in e.commits
 
     def _buffer_future(self, msg: Message, view: int) -> None:
         if view <= self.view + VIEW_BUFFER_AHEAD and len(self._future) < MAX_FUTURE:
@@ -403,6 +424,11 @@ class Replica:
             return
         if isinstance(msg, Prepare) and msg.replica == self.cfg.primary(msg.view):
             self._reject("prepare: from the primary")
+            return
+        key = (msg.sender, *conflict_key(msg))
+        if key not in self._seen and self._vote_not_needed(msg):
+            if len(self._late) < MAX_FUTURE:
+                self._late.setdefault(key, msg)
             return
         if not self.ver.check(msg):
             self._reject(f"{msg.TYPE}: invalid signature")
@@ -594,6 +620,7 @@ class Replica:
             if not (k[0] != ViewChange.TYPE and k[2] and k[2] <= h)
         }
         self._seen = {k: m for k, m in self._seen.items() if not (k[3] and k[3] <= h)}
+        self._late = {k: m for k, m in self._late.items() if k[3] > h}
         self._compact = True
         if self.last_exec < h:
             if sc.snapshot is not None:
@@ -734,6 +761,7 @@ class Replica:
         self._seen = {
             k: m for k, m in self._seen.items() if k[1] == Checkpoint.TYPE or k[2] >= self.view
         }
+        self._late = {k: m for k, m in self._late.items() if k[2] >= self.view}
         self._vcs = {v: d for v, d in self._vcs.items() if v >= self.view}
         self._new_views = {v: nv for v, nv in self._new_views.items() if v >= self.view}
         self._own = {
