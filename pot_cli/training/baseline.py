@@ -18,7 +18,7 @@ from pot_cli.training.tasks import Task
 @dataclass(frozen=True)
 class CentralizedResult:
     metric: float
-    seconds: float  # training loop only (the final evaluation is not timed)
+    seconds: float  # batch assembly, gradient and update (the final evaluation is not timed)
     samples: int
     model_hash: str
 
@@ -32,17 +32,40 @@ def global_batch(task: Task, seed: str, height: int, addresses: Sequence[str]) -
     return out
 
 
+class CentralizedTrainer:
+    """The baseline one round (global batch) at a time, so benchmarks can interleave it with
+    the simulation under the same machine load."""
+
+    def __init__(
+        self, task: Task, *, addresses: Sequence[str], seed: str, numerics: Numerics = Numerics()
+    ) -> None:
+        task.dataset()
+        self.task, self.addresses, self.seed, self.numerics = task, list(addresses), seed, numerics
+        self.params = task.initial_params()
+        self.state = init_optimizer_state(task.optimizer, self.params)
+        self.height = 0
+        self.samples = 0
+        self.seconds = 0.0
+
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        batch = global_batch(self.task, self.seed, self.height, self.addresses)
+        grad = compute_gradient(self.task, self.params, batch, self.numerics)
+        self.params, self.state = apply_update(self.task.optimizer, self.params, self.state, grad)
+        self.seconds += time.perf_counter() - t0
+        self.samples += len(batch)
+        self.height += 1
+
+    def result(self) -> CentralizedResult:
+        return CentralizedResult(
+            self.task.evaluate(self.params), self.seconds, self.samples, model_hash(self.params)
+        )
+
+
 def train_centralized(
     task: Task, *, rounds: int, addresses: Sequence[str], seed: str, numerics: Numerics = Numerics()
 ) -> CentralizedResult:
-    params = task.initial_params()
-    state = init_optimizer_state(task.optimizer, params)
-    batches = [global_batch(task, seed, h, addresses) for h in range(rounds)]
-    samples = 0
-    t0 = time.perf_counter()
-    for batch in batches:
-        grad = compute_gradient(task, params, batch, numerics)
-        params, state = apply_update(task.optimizer, params, state, grad)
-        samples += len(batch)
-    seconds = time.perf_counter() - t0
-    return CentralizedResult(task.evaluate(params), seconds, samples, model_hash(params))
+    trainer = CentralizedTrainer(task, addresses=addresses, seed=seed, numerics=numerics)
+    for _ in range(rounds):
+        trainer.step()
+    return trainer.result()

@@ -11,11 +11,11 @@ from typing import Any
 
 from pot_cli.training.aggregation import AggregationRule
 from pot_cli.training.attacks import ATTACKS, MIXED
-from pot_cli.training.baseline import train_centralized
+from pot_cli.training.baseline import CentralizedTrainer
 from pot_cli.training.codec import COMPRESSIONS, Compression, encode_gradient
 from pot_cli.training.errors import TrainingError
 from pot_cli.training.gradients import compute_gradient
-from pot_cli.training.simulation import SimConfig, SimResult, miner_identities, run_pot
+from pot_cli.training.simulation import PotSimulation, SimConfig, SimResult, miner_identities
 from pot_cli.training.state import model_hash
 from pot_cli.training.tasks import Task
 from pot_cli.training.verification import VerificationPolicy
@@ -98,7 +98,6 @@ def quality_bench(cfg: QualityBenchConfig) -> dict[str, Any]:
     task.dataset()  # load (and import sklearn) before anything is timed
     addresses = [i.address for i in miner_identities(cfg.seed, cfg.miners)]
     load_before = os.getloadavg()[0]
-    central = train_centralized(task, rounds=cfg.rounds, addresses=addresses, seed=cfg.seed)
     sim = SimConfig(
         task=task,
         miners=cfg.miners,
@@ -110,20 +109,27 @@ def quality_bench(cfg: QualityBenchConfig) -> dict[str, Any]:
         rule=cfg.rule,
         policy=cfg.policy,
     )
-    pot = run_pot(sim)
-    naive = run_pot(
-        SimConfig(
-            task=task,
-            miners=cfg.miners,
-            rounds=cfg.rounds,
-            seed=cfg.seed,
-            byzantine_fraction=cfg.byzantine_fraction,
-            attack=cfg.attack,
-            compression=cfg.compression,
-            rule=AggregationRule("mean"),
-            verify=False,
-        )
+    naive_cfg = SimConfig(
+        task=task,
+        miners=cfg.miners,
+        rounds=cfg.rounds,
+        seed=cfg.seed,
+        byzantine_fraction=cfg.byzantine_fraction,
+        attack=cfg.attack,
+        compression=cfg.compression,
+        rule=AggregationRule("mean"),
+        verify=False,
     )
+    # The three trainings advance in lock-step, one round each in turn, so that on a shared
+    # machine they run under the same load: their wall-time ratios stay meaningful.
+    central_run = CentralizedTrainer(task, addresses=addresses, seed=cfg.seed)
+    pot_run = PotSimulation(sim)
+    naive_run = PotSimulation(naive_cfg)
+    for _ in range(cfg.rounds):
+        central_run.step()
+        pot_run.run_round()
+        naive_run.run_round()
+    central, pot, naive = central_run.result(), pot_run.result(), naive_run.result()
     pot_row = _run_summary(task, pot, central.metric, central.seconds)
     naive_row = _run_summary(task, naive, central.metric, central.seconds)
     sizes = bytes_by_compression(task)

@@ -67,6 +67,10 @@ def register(bench_app: typer.Typer) -> None:
             typer.Option(help="Spot-check tolerance (default: the task's calibrated one)."),
         ] = None,
         seed: Annotated[str, typer.Option(help="Seed of the run (data order, identities).")] = "0",
+        threads: Annotated[
+            int | None,
+            typer.Option(min=1, help="torch intra-op threads for every run (default: torch's)."),
+        ] = None,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print JSON instead of tables.")
         ] = False,
@@ -77,6 +81,7 @@ def register(bench_app: typer.Typer) -> None:
         from pot_cli.training.aggregation import AggregationRule
         from pot_cli.training.bench import QualityBenchConfig, quality_bench
         from pot_cli.training.codec import Compression
+        from pot_cli.training.gradients import torch_threads
         from pot_cli.training.tasks import load_task
         from pot_cli.training.verification import VerificationPolicy
 
@@ -95,7 +100,9 @@ def register(bench_app: typer.Typer) -> None:
             ),
             seed=seed,
         )
-        report = quality_bench(cfg)
+        with torch_threads(threads):
+            report = quality_bench(cfg)
+        report["config"]["torch_threads"] = threads
         if not as_json:
             c, p, n = report["centralized"], report["pot"], report["plain_mean_no_verification"]
             conf = report["config"]

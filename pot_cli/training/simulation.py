@@ -8,7 +8,7 @@ signs a commitment over (model hash, payload hash). The validator checks signatu
 exactly what every PBFT validator computes (deterministically, so one validator's work stands
 for all of them; they run in parallel in a real network).
 
-Timing: ``seconds`` is the whole loop in one process, one miner after another (the total work);
+Timing: ``seconds`` is the rounds in one process, one miner after another (the total work);
 ``parallel_seconds`` is the critical path of a deployed network, where miners work at the same
 time: per round, the slowest miner plus the validator's work.
 """
@@ -129,25 +129,36 @@ def _naive_decode(cfg: SimConfig, payload: bytes) -> Gradient | None:
     return None
 
 
-def run_pot(cfg: SimConfig) -> SimResult:
-    task = cfg.task
-    ids = miner_identities(cfg.seed, cfg.miners)
-    by_addr = {i.address: i for i in ids}
-    addresses = sorted(by_addr)
-    byz = byzantine_set(addresses, cfg.byzantine_fraction, cfg.seed)
-    byz_index = {a: j for j, a in enumerate(byz)}
-    params = task.initial_params()
-    opt_state = init_optimizer_state(task.optimizer, params)
-    history: list[dict[str, torch.Tensor]] = [params]
-    previous: list[torch.Tensor] = []
-    attacks: dict[str, AttackCount] = {}
-    honest_submitted = honest_rejected = 0
-    honest_rejections: list[str] = []
-    payload_bytes: list[int] = []
-    miner_total = validator_total = recompute_total = parallel = 0.0
-    recomputed = samples = 0
-    t_start = time.perf_counter()
-    for h in range(cfg.rounds):
+class PotSimulation:
+    """The simulation, one round at a time (:meth:`run_round`), so a benchmark can interleave
+    it round by round with the centralized baseline: both then run under the same machine
+    load, which matters on a shared machine. :func:`run_pot` runs it to the end."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        task = cfg.task
+        task.dataset()
+        self.by_addr = {i.address: i for i in miner_identities(cfg.seed, cfg.miners)}
+        self.addresses = sorted(self.by_addr)
+        self.byz = byzantine_set(self.addresses, cfg.byzantine_fraction, cfg.seed)
+        self.byz_index = {a: j for j, a in enumerate(self.byz)}
+        self.params = task.initial_params()
+        self.opt_state = init_optimizer_state(task.optimizer, self.params)
+        self.history: list[dict[str, torch.Tensor]] = [self.params]
+        self.previous: list[torch.Tensor] = []
+        self.attacks: dict[str, AttackCount] = {}
+        self.honest_submitted = self.honest_rejected = 0
+        self.honest_rejections: list[str] = []
+        self.payload_bytes: list[int] = []
+        self.miner_total = self.validator_total = self.recompute_total = 0.0
+        self.parallel = self.seconds = 0.0
+        self.recomputed = self.samples = 0
+        self.height = 0
+
+    def run_round(self) -> None:
+        t_round = time.perf_counter()
+        cfg, task, h = self.cfg, self.cfg.task, self.height
+        params = self.params
         seed_h = round_seed(cfg.seed, h)
         mh = model_hash(params)
         subs: list[Submission] = []
@@ -155,20 +166,21 @@ def run_pot(cfg: SimConfig) -> SimResult:
         published: dict[str, bytes] = {}
         published_grads: dict[str, Gradient] = {}
         slowest = 0.0
+        received: list[tuple[str, bytes, bytes]] = []
         # Honest miners first (in address order), then Byzantine ones, who may copy them.
-        order = [a for a in addresses if a not in byz_index] + byz
+        order = [a for a in self.addresses if a not in self.byz_index] + self.byz
         for a in order:
             t0 = time.perf_counter()
             indices = assign_batch(seed_h, a, task.train_size, task.batch_size)
-            if a in byz_index:
-                attack = attack_for(cfg.attack, byz_index[a], h)
+            if a in self.byz_index:
+                attack = attack_for(cfg.attack, self.byz_index[a], h)
                 played[a] = attack
                 fctx = ForgeContext(
                     task=task,
                     height=h,
                     model_hash=mh,
                     params=params,
-                    history=history,
+                    history=self.history,
                     compression=cfg.compression,
                     indices=indices,
                     # A batch nobody is assigned: the same address, a round far in the future.
@@ -181,25 +193,29 @@ def run_pot(cfg: SimConfig) -> SimResult:
                 )
                 payload = forge(attack, fctx)
             else:
-                numerics = cfg.honest_numerics[(addresses.index(a) + h) % len(cfg.honest_numerics)]
-                grad = compute_gradient(task, params, indices, numerics)
+                k = (self.addresses.index(a) + h) % len(cfg.honest_numerics)
+                grad = compute_gradient(task, params, indices, cfg.honest_numerics[k])
                 payload = encode_gradient(
                     task, grad, model_hash=mh, height=h, compression=cfg.compression
                 )
                 published[a] = payload
                 published_grads[a] = grad
-                payload_bytes.append(len(payload))
+                self.payload_bytes.append(len(payload))
             body = {"model_hash": mh, "payload_hash": sha256_hex(payload)}
-            sig = by_addr[a].sign_message(SIGN_DOMAIN, CHAIN_ID, h, body)
-            subs.append(Submission(a, payload))
+            sig = self.by_addr[a].sign_message(SIGN_DOMAIN, CHAIN_ID, h, body)
             dt = time.perf_counter() - t0
-            miner_total += dt
+            self.miner_total += dt
             slowest = max(slowest, dt)
-            # The validator's signature check (counted as validator work below is negligible).
-            if not verify_signed(by_addr[a].public_key, sig, SIGN_DOMAIN, CHAIN_ID, h, body):
-                raise TrainingError("simulation bug: a miner's signature does not verify")
+            received.append((a, payload, sig))
 
         t0 = time.perf_counter()
+        # The validator hashes every payload once and checks the signed commitment.
+        for a, payload, sig in received:
+            digest = sha256_hex(payload)
+            body = {"model_hash": mh, "payload_hash": digest}
+            if not verify_signed(self.by_addr[a].public_key, sig, SIGN_DOMAIN, CHAIN_ID, h, body):
+                raise TrainingError("simulation bug: a miner's signature does not verify")
+            subs.append(Submission(a, payload, digest))
         accepted: dict[str, Gradient]
         if cfg.verify:
             ctx = RoundContext(
@@ -209,15 +225,15 @@ def run_pot(cfg: SimConfig) -> SimResult:
                 params=params,
                 model_hash=mh,
                 compression=cfg.compression,
-                previous=previous,
+                previous=self.previous,
             )
             result = verify_round(ctx, subs, cfg.policy)
             accepted = result.accepted
-            recomputed += result.recomputed
-            recompute_total += result.recompute_seconds
+            self.recomputed += result.recomputed
+            self.recompute_total += result.recompute_seconds
             for a, v in result.verdicts.items():
                 if a in played:
-                    c = attacks.setdefault(played[a], AttackCount())
+                    c = self.attacks.setdefault(played[a], AttackCount())
                     c.submitted += 1
                     if v.accepted:
                         c.missed += 1
@@ -225,11 +241,11 @@ def run_pot(cfg: SimConfig) -> SimResult:
                         c.caught += 1
                         c.caught_by[v.check] += 1
                 else:
-                    honest_submitted += 1
+                    self.honest_submitted += 1
                     if not v.accepted:
-                        honest_rejected += 1
-                        honest_rejections.append(f"h{h} {a[:12]}: {v.check}: {v.reason}")
-            previous = [flatten(g, task.param_shapes) for g in accepted.values()]
+                        self.honest_rejected += 1
+                        self.honest_rejections.append(f"h{h} {a[:12]}: {v.check}: {v.reason}")
+            self.previous = [flatten(g, task.param_shapes) for g in accepted.values()]
         else:
             accepted = {}
             for s in subs:
@@ -237,36 +253,48 @@ def run_pot(cfg: SimConfig) -> SimResult:
                 if g is not None:
                     accepted[s.address] = g
             for a in played:
-                c = attacks.setdefault(played[a], AttackCount())
+                c = self.attacks.setdefault(played[a], AttackCount())
                 c.submitted += 1
                 if a in accepted:
                     c.missed += 1
                 else:
                     c.caught += 1
                     c.caught_by["unusable"] += 1
-            honest_submitted += len(subs) - len(played)
+            self.honest_submitted += len(subs) - len(played)
         if accepted:
             agg = aggregate(cfg.rule, accepted, task.param_shapes)
-            params, opt_state = apply_update(task.optimizer, params, opt_state, agg)
-            samples += task.batch_size * len(accepted)
-        history = [*history[-(8 - 1) :], params]
+            self.params, self.opt_state = apply_update(task.optimizer, params, self.opt_state, agg)
+            self.samples += task.batch_size * len(accepted)
+        self.history = [*self.history[-(8 - 1) :], self.params]
         dt = time.perf_counter() - t0
-        validator_total += dt
-        parallel += slowest + dt
-    seconds = time.perf_counter() - t_start
-    return SimResult(
-        metric=task.evaluate(params),
-        seconds=seconds,
-        parallel_seconds=parallel,
-        miner_seconds=miner_total,
-        validator_seconds=validator_total,
-        recompute_seconds=recompute_total,
-        recomputed=recomputed,
-        samples=samples,
-        model_hash=model_hash(params),
-        honest_submitted=honest_submitted,
-        honest_rejected=honest_rejected,
-        honest_rejections=honest_rejections,
-        attacks=attacks,
-        payload_bytes=payload_bytes,
-    )
+        self.validator_total += dt
+        self.parallel += slowest + dt
+        self.height += 1
+        self.seconds += time.perf_counter() - t_round
+
+    def result(self) -> SimResult:
+        task = self.cfg.task
+        return SimResult(
+            metric=task.evaluate(self.params),
+            seconds=self.seconds,
+            parallel_seconds=self.parallel,
+            miner_seconds=self.miner_total,
+            validator_seconds=self.validator_total,
+            recompute_seconds=self.recompute_total,
+            recomputed=self.recomputed,
+            samples=self.samples,
+            model_hash=model_hash(self.params),
+            honest_submitted=self.honest_submitted,
+            honest_rejected=self.honest_rejected,
+            honest_rejections=self.honest_rejections,
+            attacks=self.attacks,
+            payload_bytes=self.payload_bytes,
+        )
+
+
+def run_pot(cfg: SimConfig) -> SimResult:
+    """Run the whole simulation; ``seconds`` excludes set-up and the final evaluation."""
+    sim = PotSimulation(cfg)
+    for _ in range(cfg.rounds):
+        sim.run_round()
+    return sim.result()

@@ -81,6 +81,9 @@ class VerificationPolicy:
 class Submission:
     address: str
     payload: bytes
+    # SHA-256 hex of ``payload`` when the caller has already computed it (a node hashes every
+    # payload once, to check the miner's signed commitment); computed here otherwise.
+    payload_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ def verify_round(
             )
             decoded.pop(sub.address, None)
             continue
-        payload_hashes[sub.address] = sha256_hex(bytes(sub.payload))
+        payload_hashes[sub.address] = sub.payload_hash or sha256_hex(bytes(sub.payload))
         try:
             d = decode_gradient(
                 task,
@@ -250,17 +253,16 @@ def verify_round(
         mat = torch.stack(vecs)
         norms = torch.linalg.vector_norm(mat, dim=1).clamp_min(1e-30)
         median_norm = float(norms.median())
-        unit = mat / norms.unsqueeze(1)
         if len(addresses) >= 3:
             cosines = _leave_one_out_cosines(vecs, norms.tolist())
         else:
             cosines = [1.0] * len(addresses)
-        sims = (unit @ unit.T).tolist()
+        sims = ((mat @ mat.T) / torch.outer(norms, norms)).tolist()
         prev_best: list[float] = []
         if ctx.previous:
             prev = torch.stack(list(ctx.previous))
-            prev = prev / torch.linalg.vector_norm(prev, dim=1).clamp_min(1e-30).unsqueeze(1)
-            prev_best = (unit @ prev.T).amax(dim=1).tolist()
+            prev_norms = torch.linalg.vector_norm(prev, dim=1).clamp_min(1e-30)
+            prev_best = ((mat @ prev.T) / torch.outer(norms, prev_norms)).amax(dim=1).tolist()
         for i, a in enumerate(addresses):
             n = float(norms[i])
             if n > policy.norm_factor * median_norm or n * policy.norm_factor < median_norm:
