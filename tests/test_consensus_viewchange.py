@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pot_cli.consensus.app import ChainApp
 from pot_cli.consensus.certificates import (
     check_new_view,
@@ -229,3 +232,47 @@ def test_new_primary_sends_new_view_and_backoff_doubles() -> None:
 def test_null_and_digest_helpers() -> None:
     assert proposal_digest(None) == NULL_DIGEST
     assert proposal_digest({"a": 1}) != NULL_DIGEST
+
+
+_K7 = Keys(n=7, checkpoint_interval=2, watermark_window=8)
+_CERTS = {
+    (view, seq, tag): _K7.prepared_cert(_K7.pp(view, seq, {"seq": seq, "data": f"v{view}-{tag}"}))
+    for view in (0, 1, 2)
+    for seq in range(1, 9)
+    for tag in ("a", "b")
+}
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from([0, 1, 2]), st.integers(1, 8), st.sampled_from("ab")),
+            max_size=5,
+            unique_by=lambda t: t[1],
+        ),
+        min_size=5,
+        max_size=5,
+    )
+)
+def test_compute_o_properties(picks: list[list[tuple[int, int, str]]]) -> None:
+    """For any V: O covers (min-s, max-s] exactly, each entry is the highest-view certificate
+    for its seq (null when none), and the NEW-VIEW built from it passes check_new_view."""
+    vcs = [
+        _K7.view_change(3, r, tuple(_CERTS[p] for p in sorted(ps, key=lambda t: t[1])))
+        for r, ps in enumerate(picks)
+    ]
+    plan = compute_new_view(vcs)
+    all_certs = [c for vc in vcs for c in vc.prepared]
+    assert plan.max_s == max((c.pre_prepare.seq for c in all_certs), default=0)
+    assert [s for s, _, _ in plan.entries] == list(range(plan.min_s + 1, plan.max_s + 1))
+    for seq, digest, proposal in plan.entries:
+        here = [c.pre_prepare for c in all_certs if c.pre_prepare.seq == seq]
+        if not here:
+            assert proposal is None and digest == NULL_DIGEST
+        else:
+            top = max(p.view for p in here)
+            assert digest in {p.digest for p in here if p.view == top}
+    pps = [sign(_K7.ids[3], CHAIN, PrePrepare(3, s, d, p, 3)) for s, d, p in plan.entries]
+    nv = sign(_K7.ids[3], CHAIN, NewView(3, tuple(vcs), tuple(pps), 3))
+    assert not isinstance(check_new_view(nv, _K7.cfg, Verifier(CHAIN, _K7.cfg.public_keys)), str)
