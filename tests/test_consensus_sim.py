@@ -188,3 +188,13 @@ def test_cli_bench_writes_json(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "bench" / "consensus.json").exists()
+
+
+def test_wire_mode_every_fault_kind() -> None:
+    """Every message travels as JSON text and is parsed by the receiving replica from an
+    untrusted dict, exactly as a networked validator would hand it over."""
+    for i, fault in enumerate(FAULT_KINDS):
+        result = run_seed(100 + i, 4, fault, wire=True)
+        assert result.ok, (fault, result.violations, result.replay)
+    for fault in ("bad-new-view", "twins", "crash-lose-tail"):
+        assert run_seed(7, 7, fault, wire=True).ok

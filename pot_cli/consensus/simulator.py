@@ -29,7 +29,9 @@ sharing one key, which together count as one faulty replica).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import json
 import random
 import time
 from collections.abc import Callable
@@ -44,9 +46,11 @@ from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,
     Message,
+    MessageError,
     Prepare,
     PrePrepare,
     Signed,
+    parse_message,
 )
 from pot_cli.consensus.replica import Output, Replica
 from pot_cli.consensus.signatures import Verifier
@@ -92,6 +96,7 @@ class SimConfig:
     keep_history: bool = False
     crash_primary_at: int | None = None  # crash replica 0 for good at this time (bench)
     measure_cpu: bool = False
+    wire: bool = False  # send every message as JSON text and parse it back (the network path)
 
     def __post_init__(self) -> None:
         if self.fault not in FAULT_KINDS:
@@ -162,6 +167,13 @@ class SimResult:
 
 class InvariantViolation(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class WireText:
+    """A message as it travels in wire mode: JSON text."""
+
+    text: str
 
 
 def sim_identity(i: int) -> Identity:
@@ -486,7 +498,12 @@ class Simulation:
         if replica is None or node.app is None:
             return
         node.app.now = self.now
-        watch = self._evidence_watch(node, replica, msg) if node.honest else None
+        seen_as: Any = msg
+        if isinstance(msg, WireText):  # wire mode: JSON text; the replica parses the dict itself
+            msg = json.loads(msg.text)
+            with contextlib.suppress(MessageError):
+                seen_as = parse_message(msg)
+        watch = self._evidence_watch(node, replica, seen_as) if node.honest else None
         t0 = time.process_time()
         out = replica.step(msg, self.now)
         self.replica_cpu += time.process_time() - t0
@@ -603,7 +620,10 @@ class Simulation:
                 delay = self.rng.randint(self.sc.min_delay, max(self.sc.min_delay, self.jitter))
                 if self.extra_delay and not self.healed:
                     delay += self.rng.randint(0, self.extra_delay)
-                self._push(self.now + delay, "deliver", (dst.index, msg))
+                payload: Any = msg
+                if self.sc.wire:
+                    payload = WireText(json.dumps(msg.to_dict()))
+                self._push(self.now + delay, "deliver", (dst.index, payload))
 
     # ------------------------------------------------------------------ adversary
 
