@@ -49,6 +49,9 @@ def sim_consensus(
     blocks: Annotated[
         int, typer.Option("--blocks", help="Blocks each run must commit.", min=1)
     ] = 6,
+    wire: Annotated[
+        bool, typer.Option("--wire", help="Send every message as JSON text (slower).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Deterministic PBFT simulation: seeded network faults, crashes and Byzantine replicas,
@@ -62,7 +65,8 @@ def sim_consensus(
         plan_n, plan_fault = plan_seed(seed, ns, faults)
         run_n = ns[0] if len(ns) == 1 else plan_n
         run_fault = faults[0] if len(faults) == 1 else plan_fault
-        result = Simulation(SimConfig(seed=seed, n=run_n, fault=run_fault, blocks=blocks)).run()
+        config = SimConfig(seed=seed, n=run_n, fault=run_fault, blocks=blocks, wire=wire)
+        result = Simulation(config).run()
         if as_json:
             emit_json(result.summary())
         else:
@@ -81,7 +85,8 @@ def sim_consensus(
     failures: list[dict[str, Any]] = []
     for i, s in enumerate(range(start, start + seeds)):
         run_n, run_fault = plan_seed(s, ns, faults)
-        result = Simulation(SimConfig(seed=s, n=run_n, fault=run_fault, blocks=blocks)).run()
+        config = SimConfig(seed=s, n=run_n, fault=run_fault, blocks=blocks, wire=wire)
+        result = Simulation(config).run()
         row = stats.setdefault(
             (run_n, run_fault),
             {"runs": 0, "failed": 0, "events": 0, "view_changes": 0, "evidence": 0, "transfers": 0},

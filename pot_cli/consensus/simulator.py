@@ -123,6 +123,8 @@ class SimConfig:
         cmd = f"pot sim consensus --seed {self.seed} --n {self.n} --fault {self.fault}"
         if self.blocks != SimConfig.blocks:
             cmd += f" --blocks {self.blocks}"
+        if self.wire:
+            cmd += " --wire"
         return cmd
 
 
