@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,14 @@ from pot_cli.training.errors import TrainingError
 from pot_cli.training.gradients import torch_threads
 from pot_cli.training.optim import apply_update, init_optimizer_state
 from pot_cli.training.tasks import OptimizerSpec, Task
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded torch: on a shared machine OpenMP spin-waits make 2 threads far slower."""
+    with torch_threads(1):
+        yield
+
 
 SHAPES = {"w": (2, 2)}
 F32_1_6 = float(torch.tensor(8.0) / 5.0)  # 1.6 in float32
@@ -76,7 +85,7 @@ def test_multi_krum() -> None:
 
 
 def test_single_and_empty() -> None:
-    for name in ("mean", "trimmed_mean", "median", "multi_krum"):
+    for name in ("mean", "clipped_mean", "trimmed_mean", "median", "multi_krum"):
         assert _agg(AggregationRule(name), {"a": GRADS["a"]}) == [1.0, 10.0, 0.0, 5.0]
         with pytest.raises(TrainingError):
             aggregate(AggregationRule(name), {}, SHAPES)
@@ -88,7 +97,7 @@ def test_single_and_empty() -> None:
 
 def test_order_of_submission_does_not_matter() -> None:
     rev = dict(reversed(list(GRADS.items())))
-    for name in ("mean", "trimmed_mean", "median", "multi_krum"):
+    for name in ("mean", "clipped_mean", "trimmed_mean", "median", "multi_krum"):
         assert _agg(AggregationRule(name), rev) == _agg(AggregationRule(name), GRADS)
 
 
@@ -124,6 +133,7 @@ from pot_cli.training.codec import decode_gradient
 from pot_cli.training.tasks import load_task
 sys.path.insert(0, sys.argv[1])
 from test_training_aggregation import _updates
+
 torch.set_num_threads(1)
 for name in sys.argv[3:]:
     task = load_task(name)
@@ -131,7 +141,7 @@ for name in sys.argv[3:]:
     print(" ".join(_updates(task, blobs)))
 """
 
-RULE_NAMES = ("mean", "trimmed_mean", "median", "multi_krum")
+RULE_NAMES = ("mean", "clipped_mean", "trimmed_mean", "median", "multi_krum")
 
 
 def _updates(task: Task, blobs: list[bytes]) -> list[str]:
@@ -171,11 +181,13 @@ def test_update_is_bit_identical_across_processes_and_threads(tmp_path: Path) ->
         for i in range(5):
             idx = assign_batch(seed, f"m{i}", task.train_size, task.batch_size)
             g = compute_gradient(task, params, idx)
+            if i == 4:  # one outlier, so that every rule gives a different update
+                g = {n: t * 10.0 for n, t in g.items()}
             blobs.append(encode_gradient(task, g, model_hash=mh, height=0))
         (tmp_path / f"{name}.bin").write_bytes(b"--SEP--".join(blobs))
         with torch_threads(2):
             mine[name] = " ".join(_updates(task, blobs))
-        assert len({r.split(":")[1] for r in mine[name].split()}) == 4  # rules really differ
+        assert len({r.split(":")[1] for r in mine[name].split()}) == 5  # rules really differ
     script = tmp_path / "agg.py"
     script.write_text(SCRIPT)
     proc = subprocess.run(
@@ -194,3 +206,19 @@ def test_aggregate_vectors_is_pure() -> None:
     before = [r.clone() for r in rows]
     aggregate_vectors(AggregationRule("median"), rows, ["a", "b", "c"])
     assert all(torch.equal(a, b) for a, b in zip(rows, before, strict=True))
+
+
+def test_clipped_mean() -> None:
+    # norms: a = 3, b = 4, c = 5, d = 40 -> median 4.5, bound 2 x 4.5 = 9: only d is scaled,
+    # by 9/40 = 0.225, to norm 9.
+    grads = {
+        "a": _g(3, 0, 0, 0),
+        "b": _g(0, 4, 0, 0),
+        "c": _g(0, 0, 5, 0),
+        "d": _g(0, 0, 0, 40),
+    }
+    got = _agg(AggregationRule("clipped_mean"), grads)
+    assert got == [0.75, 1.0, 1.25, 2.25]
+    # without an outlier nothing is clipped: it is the plain mean
+    honest = {k: grads[k] for k in "abc"}
+    assert _agg(AggregationRule("clipped_mean"), honest) == _agg(AggregationRule("mean"), honest)

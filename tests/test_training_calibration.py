@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from pot_cli.training.calibration import MIXED_NUMERICS, calibrate, honest_rejections
 from pot_cli.training.codec import Compression
-from pot_cli.training.gradients import Numerics
+from pot_cli.training.gradients import Numerics, torch_threads
 from pot_cli.training.tasks import load_task
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded torch: on a shared machine OpenMP spin-waits make 2 threads far slower."""
+    with torch_threads(1):
+        yield
+
 
 REDUCED = (
     Numerics(threads=1),

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pot_cli.cli import app
+from pot_cli.training.gradients import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded torch: on a shared machine OpenMP spin-waits make 2 threads far slower."""
+    with torch_threads(1):
+        yield
+
 
 runner = CliRunner()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,9 +20,17 @@ from pot_cli.training.codec import (
     max_payload_bytes,
 )
 from pot_cli.training.errors import CodecError, TrainingError
-from pot_cli.training.gradients import compute_gradient
+from pot_cli.training.gradients import compute_gradient, torch_threads
 from pot_cli.training.state import flatten, model_hash
 from pot_cli.training.tasks import load_task
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded torch: on a shared machine OpenMP spin-waits make 2 threads far slower."""
+    with torch_threads(1):
+        yield
+
 
 TASK = load_task("digits")
 PARAMS = TASK.initial_params()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,18 @@ from pot_cli.training.assignment import (
 )
 from pot_cli.training.data import load_pycorpus_dataset
 from pot_cli.training.errors import DatasetError, TaskConfigError, TrainingError
-from pot_cli.training.gradients import Numerics, compute_gradient
+from pot_cli.training.gradients import Numerics, compute_gradient, torch_threads
 from pot_cli.training.state import flatten, model_hash, unflatten
 from pot_cli.training.tasks import load_task, load_task_file, task_names, tasks_dir
 from pot_cli.training.throughput import StepMeasurement, measure_gradient_steps
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded torch: on a shared machine OpenMP spin-waits make 2 threads far slower."""
+    with torch_threads(1):
+        yield
+
 
 GOOD = """
 [task]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
@@ -11,7 +12,7 @@ from pot_cli.training.aggregation import AggregationRule, aggregate
 from pot_cli.training.assignment import assign_batch, round_seed
 from pot_cli.training.attacks import ATTACKS, STALE_LAG, ForgeContext, attack_for, forge
 from pot_cli.training.codec import Compression, encode_gradient
-from pot_cli.training.gradients import Gradient, Numerics, compute_gradient
+from pot_cli.training.gradients import Gradient, Numerics, compute_gradient, torch_threads
 from pot_cli.training.optim import apply_update, init_optimizer_state
 from pot_cli.training.simulation import miner_identities
 from pot_cli.training.state import flatten, model_hash
@@ -23,6 +24,14 @@ from pot_cli.training.verification import (
     VerificationPolicy,
     verify_round,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded torch: on a shared machine OpenMP spin-waits make 2 threads far slower."""
+    with torch_threads(1):
+        yield
+
 
 HONEST = 7
 

@@ -1,7 +1,15 @@
 """Aggregation rules behind one interface: :func:`aggregate`.
 
 * ``mean``: the seed paper's rule, ``(1/N) Σ g_i``.
-* ``trimmed_mean`` (the default): coordinate-wise, dropping the ``ceil(trim_fraction·N)``
+* ``clipped_mean`` (the default): the mean after scaling every gradient whose norm exceeds
+  ``clip_factor`` x the median norm down to that bound (norm clipping, as in centered-clipping
+  aggregation): one Byzantine gradient moves the update by at most ``clip_factor · median / N``,
+  and honest gradients, which almost never exceed twice the median, are averaged unchanged.
+  Chosen as the default because the coordinate-wise rules and Krum cost honest quality where
+  gradients are sparse or heavy-tailed: on pycorpus (150 rounds, honest) trimmed mean reached
+  3.44 bits/byte and multi-Krum 3.38 against 3.10 for the mean; trimmed mean zeroes coordinates
+  (rare bytes' embeddings) that only one or two miners' batches touch.
+* ``trimmed_mean``: coordinate-wise, dropping the ``ceil(trim_fraction·N)``
   largest and smallest values of every coordinate (at most ``(N-1)//2``). The default fraction
   0.125 drops one value per side at N=8: verification removes what it catches first, so the
   rule only has to absorb what slips through, and a heavier trim costs honest quality (digits,
@@ -25,13 +33,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pot_cli.training.errors import TrainingError
 from pot_cli.training.state import flatten, unflatten
 
-RULES = ("mean", "trimmed_mean", "median", "multi_krum")
-DEFAULT_RULE = "trimmed_mean"
+RULES = ("mean", "clipped_mean", "trimmed_mean", "median", "multi_krum")
+DEFAULT_RULE = "clipped_mean"
 
 Gradient = dict[str, torch.Tensor]
 
@@ -42,6 +51,7 @@ class AggregationRule:
 
     name: str = DEFAULT_RULE
     trim_fraction: float = 0.125
+    clip_factor: float = 2.0
     krum_f: int | None = None
     krum_m: int | None = None
 
@@ -57,6 +67,7 @@ class AggregationRule:
         return {
             "name": self.name,
             "trim_fraction": self.trim_fraction,
+            "clip_factor": self.clip_factor,
             "krum_f": self.krum_f,
             "krum_m": self.krum_m,
         }
@@ -93,6 +104,12 @@ def sort_rows(vectors: list[torch.Tensor]) -> list[torch.Tensor]:
     return rows[:n]
 
 
+def _norm64(v: torch.Tensor) -> float:
+    """L2 norm, float64 squares (exact for float32 inputs) summed by numpy's pairwise sum."""
+    a = v.detach().to(torch.float64).numpy()
+    return float(np.sqrt(np.add.reduce(a * a)))
+
+
 def _row_mean(rows: list[torch.Tensor]) -> torch.Tensor:
     acc = rows[0].clone()
     for r in rows[1:]:
@@ -109,6 +126,17 @@ def aggregate_vectors(
         raise TrainingError("no gradients to aggregate")
     if rule.name == "mean" or n == 1:
         return _row_mean(vectors)
+    if rule.name == "clipped_mean":
+        norms = [_norm64(v) for v in vectors]
+        bound = float(np.median(norms)) * rule.clip_factor
+        rows = []
+        for v, norm in zip(vectors, norms, strict=True):
+            if norm > bound:
+                # the scale is rounded to 6 significant digits: an ulp of reduction-order
+                # noise in the norm cannot change the bits of the update
+                v = v * float(f"{bound / norm:.6g}")
+            rows.append(v)
+        return _row_mean(rows)
     if rule.name in ("trimmed_mean", "median"):
         ordered = sort_rows(vectors)
         if rule.name == "median":

@@ -57,8 +57,11 @@ def register(bench_app: typer.Typer) -> None:
             str, typer.Option(help="none | int8 | topk | topk:FRACTION (default fraction 0.05).")
         ] = "none",
         rule: Annotated[
-            str, typer.Option(help="mean | trimmed_mean | median | multi_krum.")
-        ] = "trimmed_mean",
+            str,
+            typer.Option(
+                help="clipped_mean (robust default) | mean | trimmed_mean | median | multi_krum."
+            ),
+        ] = "clipped_mean",
         spot_check_rate: Annotated[
             float, typer.Option(min=0.0, max=1.0, help="Fraction of submissions re-computed.")
         ] = 0.1,
@@ -68,9 +71,13 @@ def register(bench_app: typer.Typer) -> None:
         ] = None,
         seed: Annotated[str, typer.Option(help="Seed of the run (data order, identities).")] = "0",
         threads: Annotated[
-            int | None,
-            typer.Option(min=1, help="torch intra-op threads for every run (default: torch's)."),
-        ] = None,
+            int,
+            typer.Option(
+                min=1,
+                help="torch intra-op threads of every run (1: immune to OpenMP slow-downs on a "
+                "busy machine; the same for all runs, so the ratios stay fair).",
+            ),
+        ] = 1,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print JSON instead of tables.")
         ] = False,
