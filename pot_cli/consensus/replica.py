@@ -775,7 +775,8 @@ class Replica:
 
     def _on_view_change(self, vc: ViewChange) -> None:
         if vc.new_view < self.view or (vc.new_view == self.view and self.active):
-            # a replica behind us: if we lead this view, help it with our new-view
+            # a replica behind us: forward the new-view that started our view (it is signed by
+            # that view's primary, so any replica may relay it)
             nv = self._new_views.get(self.view)
             if nv is not None and self.active and vc.new_view == self.view:
                 self._send(nv, vc.replica)
