@@ -198,3 +198,19 @@ def test_wire_mode_every_fault_kind() -> None:
         assert result.ok, (fault, result.violations, result.replay)
     for fault in ("bad-new-view", "twins", "crash-lose-tail"):
         assert run_seed(7, 7, fault, wire=True).ok
+
+
+def test_durability_checker_catches_unlogged_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that forgets to log its own commits before sending them is caught."""
+    from pot_cli.consensus import replica as replica_mod
+
+    original = replica_mod.Replica._record
+
+    def forgetful(self, kind, body):  # type: ignore[no-untyped-def]
+        if kind == "msg" and body["message"]["type"] == "commit":
+            return
+        original(self, kind, body)
+
+    monkeypatch.setattr(replica_mod.Replica, "_record", forgetful)
+    result = run_seed(0, 4, "none")
+    assert not result.ok and "durability" in result.violations[0]

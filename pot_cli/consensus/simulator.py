@@ -199,6 +199,7 @@ class Node:
     writes: int = 0
     crashes: int = 0
     delivered: dict[tuple[int, str, int, int], set[str]] = field(default_factory=dict)
+    logged: set[str] = field(default_factory=set)  # signatures of own messages in the log
 
 
 class WalStore(Protocol):
@@ -475,10 +476,14 @@ class Simulation:
         app.now = self.now
         ver = self.shared if self.sc.shared_verifier else None
         if restore:
-            replica = Replica.restore(
-                self.cfg, node.rid, node.identity, app, node.wal.load(), verifier=ver
-            )
+            records = node.wal.load()
+            replica = Replica.restore(self.cfg, node.rid, node.identity, app, records, verifier=ver)
             node.delivered.clear()
+            node.logged = {
+                r["message"]["sig"]
+                for r in records
+                if r["kind"] == "msg" and r["message"]["replica"] == node.rid
+            }
         else:
             replica = Replica(self.cfg, node.rid, node.identity, app, verifier=ver)
         node.replica, node.app = replica, app
@@ -552,10 +557,11 @@ class Simulation:
             if self._write_with_crash(node, out):
                 return
         else:
-            node.wal.write(out)
+            self._wal_write(node, out)
             node.writes += len(out.records) + (1 if out.compact is not None else 0)
         if node.honest:
             self._check_commits(node, out)
+            self._check_durable(node, replica, out)
         for block in out.committed:
             self.first_commit_time.setdefault(block.seq, self.now)
             if node.honest:
@@ -570,6 +576,35 @@ class Simulation:
         if out.timer is not None and out.timer != node.timer_at:
             node.timer_at = out.timer
             self._push(max(out.timer, self.now), "tick", node.index)
+
+    def _wal_write(self, node: Node, out: Output) -> None:
+        node.wal.write(out)
+        if out.compact is not None:
+            node.logged = set()
+        for rec in [*(out.compact or []), *out.records]:
+            if rec["kind"] == "msg" and rec["message"]["replica"] == node.rid:
+                node.logged.add(rec["message"]["sig"])
+
+    def _check_durable(self, node: Node, replica: Replica, out: Output) -> None:
+        """Write-ahead rule: every message the replica signed is in its log before it is sent.
+
+        Exception: a message for a sequence number at or below the stable checkpoint reached in
+        the same step, which the log compaction dropped; the replica can never sign anything at
+        those sequence numbers again (they are below its low watermark), so nothing needs it."""
+        for _, msg in out.sends:
+            if not isinstance(msg, Signed) or msg.sender != node.rid:
+                continue
+            if msg.signature.hex() in node.logged:
+                continue
+            if (
+                isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint)
+                and msg.seq <= replica.low
+            ):
+                continue
+            raise InvariantViolation(
+                f"durability: replica {node.rid} is sending a signed {msg.TYPE} that is not in "
+                "its write-ahead log"
+            )
 
     def _write_with_crash(self, node: Node, out: Output) -> bool:
         """Write records one by one; crash at the armed write point. True when it crashed."""
@@ -591,7 +626,7 @@ class Simulation:
                     node.wal.records = before
                 self._crash(node)
                 return True
-            node.wal.write(unit)
+            self._wal_write(node, unit)
             node.writes += 1
         if target is not None and target[0] == node.index and node.writes >= target[1]:
             self._crash(node)
