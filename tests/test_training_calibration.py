@@ -54,7 +54,8 @@ def test_tolerance_separates_honest_numerics_from_forgeries(
     assert rep.worst_honest < tol / 1.5, rep.honest_max
     assert rep.closest_forged > tol * 1.5, rep.forged_min
     # same-precision numerics (threads, batch order) differ only by rounding
-    assert rep.honest_max["cpu/fp32/1t"] < (1e-4 if compression == "none" else 1e-2)
+    # (compressed: int8 quantization of the values sent is part of the error)
+    assert rep.honest_max["cpu/fp32/1t"] < (1e-4 if compression == "none" else 0.03)
     assert rep.to_dict()["forged_margin"] > 1.5
 
 

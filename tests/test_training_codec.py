@@ -18,6 +18,7 @@ from pot_cli.training.codec import (
     decode_gradient,
     encode_gradient,
     max_payload_bytes,
+    write_safetensors,
 )
 from pot_cli.training.errors import CodecError, TrainingError
 from pot_cli.training.gradients import compute_gradient, torch_threads
@@ -71,8 +72,13 @@ def test_round_trip(comp: Compression) -> None:
 def test_bytes_are_standard_safetensors() -> None:
     from safetensors.torch import load
 
-    for payload in PAYLOADS.values():
-        assert set(load(payload)) >= {"int8.q"} or len(load(payload)) in (2, len(TASK.param_shapes))
+    names = {
+        "none": set(TASK.param_shapes),
+        "int8": {"int8.q", "int8.scale"},
+        "topk": {"topk.mask", "topk.q", "topk.scale"},
+    }
+    for mode, payload in PAYLOADS.items():
+        assert set(load(payload)) == names[mode]
     assert torch.equal(load(PAYLOADS["none"])["fc2.bias"], GRAD["fc2.bias"])
 
 
@@ -83,9 +89,7 @@ def test_compressed_sizes() -> None:
 
 
 def _forge(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
-    from safetensors.torch import save
-
-    return bytes(save(tensors, metadata=meta))
+    return write_safetensors(tensors, meta)
 
 
 def _meta(**changes: str) -> dict[str, str]:
@@ -143,12 +147,18 @@ def test_topk_and_int8_structural_rejections() -> None:
 
     t = dict(load(PAYLOADS["topk"]))
     meta = _meta(compression="topk", topk_fraction="0.05")
-    rev = {**t, "topk.indices": torch.flip(t["topk.indices"], [0]).contiguous()}
-    _expect(_forge(rev, meta), "layout")
-    big = {**t, "topk.indices": t["topk.indices"].clone()}
-    big["topk.indices"][-1] = TASK.num_params
-    _expect(_forge(big, meta), "layout")
+    assert _forge(t, meta) == PAYLOADS["topk"]  # the forging helper itself is faithful
+    extra_bit = {**t, "topk.mask": t["topk.mask"].clone()}
+    zero_byte = int((extra_bit["topk.mask"] == 0).nonzero()[0])
+    extra_bit["topk.mask"][zero_byte] = 1  # one coordinate too many
+    assert "expected 3588" in _expect(_forge(extra_bit, meta), "layout").detail
+    padding = {**t, "topk.mask": t["topk.mask"].clone()}
+    padding["topk.mask"][-1] |= 0x80  # 71754 params: the last byte has padding bits
+    _expect(_forge(padding, meta), "layout")
+    negative = {**t, "topk.scale": -t["topk.scale"]}
+    _expect(_forge(negative, meta), "layout")
     _expect(_forge(t, _meta(compression="topk", topk_fraction="2")), "header")
+    _expect(_forge(t, _meta(compression="topk", topk_fraction="0.5")), "layout")
     q = dict(load(PAYLOADS["int8"]))
     q["int8.scale"] = -q["int8.scale"]
     _expect(_forge(q, _meta(compression="int8", chunk="256")), "layout")

@@ -7,7 +7,13 @@ Layouts (tensor names inside the safetensors file):
 * ``int8``: the gradient flattened in canonical order, cut into chunks of ``chunk`` values;
   ``int8.q`` (int8, one per value) and ``int8.scale`` (float32, one per chunk, ``max|x|/127``).
 * ``topk``: the ``k = ceil(fraction * n)`` largest-magnitude coordinates of the flattened
-  gradient: ``topk.indices`` (int32, strictly increasing) and ``topk.values`` (float32).
+  gradient. Indices as a bitmap, ``topk.mask`` (uint8, ``ceil(n/8)`` bytes, bit ``i % 8`` of
+  byte ``i // 8`` set for each sent coordinate ``i``, exactly ``k`` bits set, padding bits
+  zero); values in index order, int8 with per-chunk scales like ``int8``: ``topk.q`` and
+  ``topk.scale``. At the default fraction 0.2 that is n/8 + 0.2 n + 0.2 n/64 bytes, ~8% of the
+  raw float32 gradient (int32 indices + float32 values would need 8 bytes per coordinate and so
+  ≤ 6% density for the same 1/8 budget, which costs ~5% digits accuracy: measured 0.908 at 6%
+  and 0.950 at 20% against 0.955 uncompressed).
 
 Encoding and decoding are a small, strict safetensors writer and reader of our own (the bytes
 are standard safetensors: ``safetensors.torch.load`` reads them; tests check it). Decoding
@@ -16,8 +22,8 @@ tensor data); it checks, in order, and refuses with :class:`CodecError` (``reaso
 brackets): payload size against the task's limit before anything is parsed [oversize]; header
 length and JSON [malformed]; header metadata: format, task, model hash, height, compression
 [header]; exactly the expected tensor names, dtypes and shapes, with offsets that tile the data
-region exactly [layout]; finite values [non-finite]; topk indices in range and strictly
-increasing [layout]. Only then are tensors built, straight from their validated offsets.
+region exactly [layout]; finite values [non-finite]; the topk bitmap has exactly k bits set and
+no padding bit [layout]. Only then are tensors built, straight from their validated offsets.
 Nothing else escapes: any other failure is reported as [malformed].
 """
 
@@ -30,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from pot_cli.training.errors import CodecError, TrainingError
@@ -40,10 +47,16 @@ FORMAT = "pot-gradient/1"
 COMPRESSIONS = ("none", "int8", "topk")
 HEADER_LIMIT = 16 * 1024
 INT8_CHUNK = 256
-DEFAULT_TOPK_FRACTION = 0.05
-_DTYPE_CODES = {torch.float32: "F32", torch.int8: "I8", torch.int32: "I32"}
-_DTYPE_SIZES = {"F32": 4, "I8": 1, "I32": 4}
-_TORCH_DTYPES = {"F32": torch.float32, "I8": torch.int8, "I32": torch.int32}
+DEFAULT_TOPK_FRACTION = 0.2
+_DTYPE_CODES = {
+    torch.float32: "F32",
+    torch.float64: "F64",
+    torch.int8: "I8",
+    torch.int32: "I32",
+    torch.uint8: "U8",
+}
+_DTYPE_SIZES = {"F32": 4, "F64": 8, "I8": 1, "I32": 4, "U8": 1}
+_TORCH_DTYPES = {"F32": torch.float32, "I8": torch.int8, "I32": torch.int32, "U8": torch.uint8}
 
 Gradient = dict[str, torch.Tensor]
 
@@ -105,7 +118,7 @@ class DecodedGradient:
     header: GradientHeader
     vector: torch.Tensor  # dense, flat, canonical order, float32
     gradient: Gradient  # the same values as per-parameter views of ``vector``
-    support: torch.Tensor | None = None  # topk: the flat indices sent
+    support: torch.Tensor | None = None  # topk: the flat indices sent (int64, increasing)
 
 
 def topk_count(num_params: int, fraction: float) -> int:
@@ -120,7 +133,11 @@ def _layout(task: Task, compression: Compression) -> dict[str, tuple[str, tuple[
     if compression.mode == "int8":
         return {"int8.q": ("I8", (n,)), "int8.scale": ("F32", (math.ceil(n / INT8_CHUNK),))}
     k = topk_count(n, compression.topk_fraction)
-    return {"topk.indices": ("I32", (k,)), "topk.values": ("F32", (k,))}
+    return {
+        "topk.mask": ("U8", (math.ceil(n / 8),)),
+        "topk.q": ("I8", (k,)),
+        "topk.scale": ("F32", (math.ceil(k / INT8_CHUNK),)),
+    }
 
 
 def max_payload_bytes(task: Task, compression: Compression) -> int:
@@ -156,6 +173,22 @@ def _topk_select(vec: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torc
     return idx.to(torch.int32).contiguous(), vec[idx].contiguous()
 
 
+def _pack_mask(idx: torch.Tensor, n: int) -> torch.Tensor:
+    bits = np.zeros(math.ceil(n / 8) * 8, dtype=np.uint8)
+    bits[idx.to(torch.int64).numpy()] = 1
+    return torch.from_numpy(np.packbits(bits, bitorder="little"))
+
+
+def _unpack_mask(mask: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    bits = np.unpackbits(mask.numpy(), bitorder="little")
+    if bits[n:].any():
+        raise _fail("layout", "topk mask sets a bit past the last parameter")
+    idx = np.flatnonzero(bits[:n])
+    if idx.size != k:
+        raise _fail("layout", f"topk mask selects {idx.size} coordinates, expected {k}")
+    return torch.from_numpy(idx.astype(np.int64))
+
+
 def compress_dense(
     task: Task, grad: Mapping[str, torch.Tensor], compression: Compression
 ) -> Gradient:
@@ -165,6 +198,7 @@ def compress_dense(
         vec = _int8_dequantize(*_int8_quantize(vec))
     elif compression.mode == "topk":
         idx, val = _topk_select(vec, compression.topk_fraction)
+        val = _int8_dequantize(*_int8_quantize(val))
         vec = torch.zeros_like(vec)
         vec[idx.long()] = val
     return unflatten(vec, task.param_shapes)
@@ -221,7 +255,8 @@ def encode_gradient(
             tensors = {"int8.q": q, "int8.scale": scale}
         else:
             idx, val = _topk_select(vec, compression.topk_fraction)
-            tensors = {"topk.indices": idx, "topk.values": val}
+            q, scale = _int8_quantize(val)
+            tensors = {"topk.mask": _pack_mask(idx, vec.numel()), "topk.q": q, "topk.scale": scale}
     return write_safetensors(tensors, header.metadata())
 
 
@@ -396,12 +431,12 @@ def _decode(
             raise _fail("layout", "negative int8 scale")
         vec = _int8_dequantize(tensors["int8.q"], scale)
     else:
-        idx = tensors["topk.indices"].to(torch.int64)
-        if idx.numel() and (int(idx[0]) < 0 or int(idx[-1]) >= n):
-            raise _fail("layout", "topk index out of range")
-        if idx.numel() > 1 and not bool((idx[1:] > idx[:-1]).all()):
-            raise _fail("layout", "topk indices are not strictly increasing")
+        scale = tensors["topk.scale"]
+        if bool((scale < 0).any()):
+            raise _fail("layout", "negative topk scale")
+        k = tensors["topk.q"].numel()
+        idx = _unpack_mask(tensors["topk.mask"], n, k)
         vec = torch.zeros(n, dtype=torch.float32)
-        vec[idx] = tensors["topk.values"]
+        vec[idx] = _int8_dequantize(tensors["topk.q"], scale)
         support = idx
     return DecodedGradient(header, vec, unflatten(vec, task.param_shapes), support)

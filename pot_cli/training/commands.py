@@ -54,7 +54,7 @@ def register(bench_app: typer.Typer) -> None:
             str, typer.Option(help="Attack the Byzantine miners play, or 'mixed' (all, rotating).")
         ] = "mixed",
         compression: Annotated[
-            str, typer.Option(help="none | int8 | topk | topk:FRACTION (default fraction 0.05).")
+            str, typer.Option(help="none | int8 | topk | topk:FRACTION (default fraction 0.2).")
         ] = "none",
         rule: Annotated[
             str,
