@@ -20,7 +20,7 @@ error well above it; the report gives both margins.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -217,9 +217,11 @@ def honest_rejections(
     numerics: Sequence[Numerics] = MIXED_NUMERICS,
     compression: Compression = Compression(),
     policy: VerificationPolicy = VerificationPolicy(spot_check_rate=1.0),
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> HonestReport:
     """Run ``submissions`` honest submissions (``miners`` per round, numerics rotating through
-    ``numerics``) through :func:`verify_round` and count rejections."""
+    ``numerics``) through :func:`verify_round` and count rejections. ``progress(done, total,
+    rejected)`` is called after every round."""
     t0 = time.perf_counter()
     addresses = [i.address for i in miner_identities(seed, miners)]
     params = task.initial_params()
@@ -256,6 +258,8 @@ def honest_rejections(
         if result.accepted:
             agg = aggregate(rule, result.accepted, task.param_shapes)
             params, state = apply_update(task.optimizer, params, state, agg)
+        if progress is not None:
+            progress(done, submissions, rejected)
     return HonestReport(
         task=task.name,
         submissions=done,

@@ -207,6 +207,13 @@ def register(bench_app: typer.Typer) -> None:
         miners: Annotated[int, typer.Option(min=1, max=256, help="Miners per round.")] = 20,
         compression: Annotated[str, typer.Option(help="none | int8 | topk[:FRACTION].")] = "none",
         seed: Annotated[str, typer.Option(help="Seed.")] = "honest",
+        threads: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                help="Default torch threads (the mix also uses explicit 1- and 2-thread numerics).",
+            ),
+        ] = 1,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print JSON instead of tables.")
         ] = False,
@@ -216,17 +223,33 @@ def register(bench_app: typer.Typer) -> None:
         order), every one re-computed by the validator: how many are wrongly rejected."""
         from pot_cli.training.calibration import honest_rejections
         from pot_cli.training.codec import Compression
+        from pot_cli.training.gradients import torch_threads
         from pot_cli.training.tasks import load_task
 
         t = load_task(task)
-        result = honest_rejections(
-            t,
-            submissions=submissions,
-            miners=miners,
-            seed=seed,
-            compression=Compression.parse(compression),
-        )
-        report = {"bench": "honest", "compression": compression, **result.to_dict()}
+        step = max(1, submissions // 20)
+        mark = [0]
+
+        def progress(done: int, total: int, rejected: int) -> None:
+            if done - mark[0] >= step or done == total:
+                mark[0] = done
+                err_console.print(f"{done}/{total} submissions verified, {rejected} rejected")
+
+        with torch_threads(threads):
+            result = honest_rejections(
+                t,
+                submissions=submissions,
+                miners=miners,
+                seed=seed,
+                compression=Compression.parse(compression),
+                progress=progress,
+            )
+        report = {
+            "bench": "honest",
+            "compression": compression,
+            "torch_threads": threads,
+            **result.to_dict(),
+        }
         report["targets"] = [
             {
                 "name": "honest submissions rejected == 0",
