@@ -297,3 +297,15 @@ def test_late_votes_skip_verification_but_keep_evidence() -> None:
     r.step(forged, 3)
     r.step(k.commit(0, 2, proposal_digest("x"), 2), 3)
     assert len(r.evidence) == 1
+
+
+class FailingProposer(ChainApp):
+    def propose(self, seq: int) -> object:
+        raise RuntimeError("disk full")
+
+
+def test_application_propose_failure_is_contained() -> None:
+    k = Keys()
+    r = Replica(k.cfg, 0, k.ids[0], FailingProposer(target=3))
+    out = r.start(0)
+    assert not out.sends and "disk full" in out.rejected[-1]

@@ -521,7 +521,11 @@ class Replica:
             and self.app.has_pending(self.next_seq)
         ):
             seq = self.next_seq
-            proposal = self.app.propose(seq)
+            try:
+                proposal = self.app.propose(seq)
+            except Exception as exc:  # an application bug must not take the replica down
+                self._reject(f"application propose({seq}) failed: {type(exc).__name__}: {exc}")
+                return
             if proposal is None:
                 return
             e = self._entry(self.view, seq)
