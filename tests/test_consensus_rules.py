@@ -223,16 +223,19 @@ def test_last_signed_guard_survives_restart() -> None:
 
 def test_no_normal_case_signing_after_view_change() -> None:
     k = Keys()
-    r = k.replica(1)
-    r.tick(10_000)  # nothing pending yet: no timer
+    r = Replica(k.cfg, 1, k.ids[1], ChainApp(target=0))
+    out = r.tick(10_000)  # nothing pending: no timer
+    assert out.timer is None
     r.app = ChainApp(target=5)
     out = r.tick(0)
-    assert out.timer is not None
-    out = r.tick(out.timer)
+    assert out.timer == k.cfg.resend_interval  # first the retransmission timer ...
+    deadline = r._progress_deadline
+    assert deadline == k.cfg.view_change_timeout  # ... then the view-change timer
+    out = r.tick(deadline)
     (vc,) = sent(out, ViewChange)
     assert vc.new_view == 1 and not r.active
     # a pre-prepare of the old view is refused now
-    out = r.step(k.pp(0, 1), out.timer or 0)
+    out = r.step(k.pp(0, 1), deadline)
     assert "old view" in out.rejected[0]
 
 
@@ -308,4 +311,4 @@ def test_application_propose_failure_is_contained() -> None:
     k = Keys()
     r = Replica(k.cfg, 0, k.ids[0], FailingProposer(target=3))
     out = r.start(0)
-    assert not out.sends and "disk full" in out.rejected[-1]
+    assert not sent(out, PrePrepare) and "disk full" in out.rejected[-1]

@@ -178,8 +178,9 @@ def test_timeout_view_change_carries_prepared_certificate_and_backoff() -> None:
     pp = k.pp(0, 1)
     r.step(pp, 0)
     out = r.step(k.prepare(0, 1, pp.digest, 2), 0)  # prepared
-    assert out.timer == k.cfg.view_change_timeout
-    out = r.tick(out.timer)
+    assert out.timer == k.cfg.resend_interval  # retransmission first, view change later
+    assert r._progress_deadline == k.cfg.view_change_timeout
+    out = r.tick(k.cfg.view_change_timeout)
     (vc,) = [m for _, m in out.sends if isinstance(m, ViewChange)]
     assert vc.new_view == 1 and vc.stable_seq == 0
     (cert,) = vc.prepared

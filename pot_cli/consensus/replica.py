@@ -494,6 +494,7 @@ class Replica:
         self._record("exec", {"block": block.to_dict()})
         self.backoff = 0
         self._progress_deadline = None
+        self._resend_deadline = None
         if block.seq % self.cfg.checkpoint_interval == 0:
             self._take_checkpoint(block.seq)
 
@@ -897,9 +898,11 @@ class Replica:
             if self._pending():
                 if self._progress_deadline is None:
                     self._progress_deadline = self._now + self._timeout()
+                if self._resend_deadline is None:
+                    self._resend_deadline = self._now + self.cfg.resend_interval
             else:
                 self._progress_deadline = None
-            self._resend_deadline = None
+                self._resend_deadline = None
         else:
             self._progress_deadline = None
             if self._resend_deadline is None:
@@ -908,7 +911,9 @@ class Replica:
     def _retransmit(self) -> None:
         """Re-send what peers may have lost: our view-change while in one, else our messages of
         the current view, the new-view we issued, our latest checkpoint; and ask for state when
-        behind a stable checkpoint."""
+        behind. While active this runs when work is pending and nothing executed for
+        ``resend_interval``: lost normal-case messages are repaired without a view change when
+        the primary is fine (the view-change timer keeps running meanwhile)."""
         if not self.active:
             vc = self._vcs.get(self.view, {}).get(self.id)
             if vc is not None:
@@ -927,6 +932,8 @@ class Replica:
                 for m in (e.pre_prepare, e.prepares.get(self.id), e.commits.get(self.id)):
                     if m is not None and m.sender == self.id:
                         self._send(m)
+            if self._pending():
+                self._request_state()  # rate-limited: catch up on blocks others committed
         own_cps = sorted(s for s, slot in self._checkpoints.items() if self.id in slot)
         if own_cps:
             self._send(self._checkpoints[own_cps[-1]][self.id])
