@@ -29,7 +29,7 @@ from pot_cli.hw.selection import GpuSelectionError, parse_gpu_spec
 
 Role = Literal["miner", "validator"]
 Compression = Literal["none", "int8", "topk"]
-Aggregation = Literal["mean", "trimmed_mean", "median", "multi_krum"]
+Aggregation = Literal["clipped_mean", "mean", "trimmed_mean", "median", "multi_krum"]
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -92,7 +92,7 @@ class MinerSection:
         default="int8", metadata=_meta("Gradient compression: none, int8 or topk.")
     )
     topk_fraction: float = field(
-        default=0.05,
+        default=0.2,
         metadata=_meta("Fraction of coordinates kept by topk compression.", min=1e-6, max=1.0),
     )
     electricity_price_per_kwh: float = field(
@@ -116,8 +116,8 @@ class ValidatorSection:
         default_factory=list, metadata=_meta("Endpoints of the other validators.")
     )
     aggregation: Aggregation = field(
-        default="trimmed_mean",
-        metadata=_meta("Aggregation rule: mean, trimmed_mean, median or multi_krum."),
+        default="clipped_mean",
+        metadata=_meta("Aggregation rule: clipped_mean, mean, trimmed_mean, median or multi_krum."),
     )
     spot_check_rate: float = field(
         default=0.1,
