@@ -210,8 +210,9 @@ class PrePrepare(Signed):
 
 
 @dataclass(frozen=True)
-class Prepare(Signed):
-    TYPE: ClassVar[str] = "prepare"
+class _Vote(Signed):
+    """PREPARE and COMMIT: one replica's signed vote for (view, seq, digest)."""
+
     view: int
     seq: int
     digest: str
@@ -241,34 +242,13 @@ class Prepare(Signed):
 
 
 @dataclass(frozen=True)
-class Commit(Signed):
+class Prepare(_Vote):
+    TYPE: ClassVar[str] = "prepare"
+
+
+@dataclass(frozen=True)
+class Commit(_Vote):
     TYPE: ClassVar[str] = "commit"
-    view: int
-    seq: int
-    digest: str
-    replica: int
-    sig: bytes = b""
-
-    @property
-    def sender(self) -> int:
-        return self.replica
-
-    @property
-    def height(self) -> int:
-        return self.seq
-
-    @property
-    def signature(self) -> bytes:
-        return self.sig
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "view": self.view,
-            "seq": self.seq,
-            "digest": self.digest,
-            "replica": self.replica,
-        }
 
 
 @dataclass(frozen=True)

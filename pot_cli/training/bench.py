@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pot_cli.training.aggregation import AggregationRule
@@ -109,17 +109,8 @@ def quality_bench(cfg: QualityBenchConfig) -> dict[str, Any]:
         rule=cfg.rule,
         policy=cfg.policy,
     )
-    naive_cfg = SimConfig(
-        task=task,
-        miners=cfg.miners,
-        rounds=cfg.rounds,
-        seed=cfg.seed,
-        byzantine_fraction=cfg.byzantine_fraction,
-        attack=cfg.attack,
-        compression=cfg.compression,
-        rule=AggregationRule("mean"),
-        verify=False,
-    )
+    # The naive system: the same miners and attacks, plain mean, no verification.
+    naive_cfg = replace(sim, rule=AggregationRule("mean"), verify=False)
     # The three trainings advance in lock-step, one round each in turn, so that on a shared
     # machine they run under the same load: their wall-time ratios stay meaningful.
     central_run = CentralizedTrainer(task, addresses=addresses, seed=cfg.seed)
