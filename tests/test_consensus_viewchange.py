@@ -277,3 +277,32 @@ def test_compute_o_properties(picks: list[list[tuple[int, int, str]]]) -> None:
     pps = [sign(_K7.ids[3], CHAIN, PrePrepare(3, s, d, p, 3)) for s, d, p in plan.entries]
     nv = sign(_K7.ids[3], CHAIN, NewView(3, tuple(vcs), tuple(pps), 3))
     assert not isinstance(check_new_view(nv, _K7.cfg, Verifier(CHAIN, _K7.cfg.public_keys)), str)
+
+
+def test_progress_deadline_counts_from_the_primarys_last_new_pre_prepare() -> None:
+    """An execution moves the view-change deadline only to timeout after the last new
+    pre-prepare from the primary, not to a full timeout after the execution: blocks in flight
+    at a primary's crash must not postpone the view change."""
+    k = Keys()
+    t = k.cfg.view_change_timeout
+    r = Replica(k.cfg, 3, k.ids[3], ChainApp(target=10))
+    pp1, pp2 = k.pp(0, 1), k.pp(0, 2)
+    r.step(pp1, 0)
+    assert r._progress_deadline == t
+    r.step(pp2, 5)  # the primary's last sign of life
+    assert r._progress_deadline == t  # a pre-prepare never postpones the deadline
+    for who in (1, 2):
+        r.step(k.prepare(0, 1, pp1.digest, who), 10)
+    out = r.step(k.commit(0, 1, pp1.digest, 1), 40)
+    out = r.step(k.commit(0, 1, pp1.digest, 2), 40)
+    assert [b.seq for b in out.committed] == [1]
+    assert r._progress_deadline == 5 + t  # not 40 + t
+    for who in (1, 2):
+        r.step(k.prepare(0, 2, pp2.digest, who), 50)
+    r.step(k.commit(0, 2, pp2.digest, 1), 60)
+    out = r.step(k.commit(0, 2, pp2.digest, 2), 60)
+    assert [b.seq for b in out.committed] == [2]
+    assert r._progress_deadline == 5 + t  # nothing new from the primary since 5
+    out = r.tick(5 + t)
+    (vc,) = [m for _, m in out.sends if isinstance(m, ViewChange)]
+    assert vc.new_view == 1

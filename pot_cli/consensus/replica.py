@@ -159,6 +159,9 @@ class Replica:
         self._future: list[Message] = []
         # timers (not persisted: a restarted replica arms them afresh)
         self._progress_deadline: int | None = None
+        # when this replica last saw the current view's primary do new work (accepted a new
+        # pre-prepare from it, or entered the view by its new-view); None: not in this view
+        self._primary_heard: int | None = None
         self._vc_deadline: int | None = None
         self._resend_deadline: int | None = None
         self._fetch_after = -1
@@ -410,6 +413,7 @@ class Replica:
             self._reject(f"pre-prepare: application rejected the proposal at {pp.seq}")
             return
         e.pre_prepare = pp
+        self._primary_heard = self._now
         self._record("msg", {"message": pp.to_dict()})
         self._advance(pp.view, pp.seq)
 
@@ -493,7 +497,7 @@ class Replica:
         self._out.committed.append(block)
         self._record("exec", {"block": block.to_dict()})
         self.backoff = 0
-        self._progress_deadline = None
+        self._rearm_progress()
         self._resend_deadline = None
         if block.seq % self.cfg.checkpoint_interval == 0:
             self._take_checkpoint(block.seq)
@@ -735,6 +739,7 @@ class Replica:
         self.active = False
         self.stats["view_changes"] += 1
         self._progress_deadline = None
+        self._primary_heard = None
         self._vc_deadline = None
         self._record("view", self._view_record())
         try:
@@ -861,6 +866,7 @@ class Replica:
         self.active = True
         self._vc_deadline = None
         self._progress_deadline = None
+        self._primary_heard = self._now
         self._new_views[nv.view] = nv
         self._record("view", self._view_record())
         self._prune_vcs()
@@ -892,6 +898,22 @@ class Replica:
             v == self.view and s > self.last_exec and e.pre_prepare is not None
             for (v, s), e in self._entries.items()
         )
+
+    def _rearm_progress(self) -> None:
+        """A block executed: move the progress deadline forward, but only to ``timeout`` after
+        the last time this replica saw the primary do new work (``_primary_heard``), not to a
+        full ``timeout`` after this execution. Blocks already in flight when a primary crashes
+        still execute up to a few message delays after the crash; restarting the full timeout
+        there would delay the view change by that much. The new deadline is never later than
+        the old rule's (now + timeout), so a primary that sends new pre-prepares but lets nothing
+        execute is replaced no later than before, and not earlier than the deadline already
+        armed unless that one is later than the old rule's (backoff resets on execution)."""
+        if self._progress_deadline is None or self._primary_heard is None or self.is_primary:
+            self._progress_deadline = None  # re-armed at now + timeout if work is pending
+            return
+        limit = self._now + self._timeout()
+        heard = min(self._now, self._primary_heard) + self._timeout()
+        self._progress_deadline = min(limit, max(self._progress_deadline, heard))
 
     def _update_timers(self) -> None:
         if self.active:
