@@ -51,6 +51,21 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
+def save_result(path: Path, data: Any, *, as_json: bool) -> Path:
+    """Write a command's JSON result to ``path``; with ``--json`` also print it on stdout.
+
+    Says where the file went: on stderr with ``--json`` (stdout stays pure JSON), else on stdout
+    after the tables the command printed.
+    """
+    write_json(path, data)
+    if as_json:
+        emit_json(data)
+        err_console.print(f"wrote {path}")
+    else:
+        console.print(f"wrote {path}", soft_wrap=True)
+    return path
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """Human formatting of a table cell."""
     if value is None:

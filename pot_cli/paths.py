@@ -46,3 +46,8 @@ def data_dir(home: Path, name: str) -> Path:
     path = home / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def bench_result_path(home: Path, name: str, out: Path | None = None) -> Path:
+    """Where ``pot bench NAME`` writes its JSON: ``out``, else ``<home>/bench/NAME.json``."""
+    return out if out is not None else data_dir(home, "bench") / f"{name}.json"

@@ -168,17 +168,15 @@ def bench_consensus(
 ) -> None:
     """Committed blocks per CPU second and commit latency (n = 4, 7, 10, real Ed25519
     signatures), and view-change latency after a primary crash."""
-    from pot_cli import paths
     from pot_cli.consensus.bench import run_bench
     from pot_cli.context import get_state
-    from pot_cli.output import console, emit_json, err_console, print_table, write_json
+    from pot_cli.output import print_table, save_result
+    from pot_cli.paths import bench_result_path
 
     result = run_bench(list(_parse_ns(n)), blocks, vc_runs)
-    target = out or paths.data_dir(get_state(ctx).home, "bench") / "consensus.json"
-    write_json(target, result)
+    target = bench_result_path(get_state(ctx).home, "consensus", out)
     if as_json:
-        emit_json(result)
-        err_console.print(f"wrote {target}")
+        save_result(target, result, as_json=True)
         return
     print_table(
         "PBFT throughput (real Ed25519, one verifier per replica) and commit latency",
@@ -218,7 +216,7 @@ def bench_consensus(
         caption=f"target = timeout {vc['view_change_timeout_ms']} + 3 x max delay "
         f"{vc['max_message_delay_ms']}; within = runs at or under it",
     )
-    console.print(f"wrote {target}")
+    save_result(target, result, as_json=False)
 
 
 def register(bench_app: typer.Typer, sim_app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ import typer
 
 from pot_cli.context import get_state
 from pot_cli.errors import UsageError
-from pot_cli.output import console, emit_json, err_console, print_table, write_json
+from pot_cli.output import console, emit_json, err_console, print_table, save_result, write_json
 
 if TYPE_CHECKING:
     from pot_cli.hw.bench import BenchResult
@@ -211,7 +211,6 @@ def bench_command(
     """Measure matmul TFLOP/s, memory bandwidth, host<->device copies and task samples/s."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pot_cli import paths
     from pot_cli.hw.bench import QUICK_SIZES, BenchSizes, bench_path, parse_device, run_bench
     from pot_cli.hw.pricing import resolve_price
     from pot_cli.training.tasks import task_names
@@ -254,19 +253,12 @@ def bench_command(
                 result = run_bench(
                     device, sizes, chosen, task_dtype, sampler, price, on_step, threads=threads
                 )
-    home = state.home
-    target = out if out is not None else bench_path(home, result.device)
-    if out is None:
-        paths.data_dir(home, "hw")
-    write_json(target, result.to_dict())
-    if json_out:
-        emit_json(result.to_dict())
-        err_console.print(f"wrote {target}")
-    else:
+    target = out if out is not None else bench_path(state.home, result.device)
+    if not json_out:
         _print_bench(result)
         if power_note and sampler is None:
             console.print(f"power: {power_note}")
-        console.print(f"wrote {target}")
+    save_result(target, result.to_dict(), as_json=json_out)
 
 
 def _whole(value: float | None) -> float | int | None:

@@ -8,22 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from pot_cli import paths
 from pot_cli.context import get_state
-from pot_cli.output import emit_json, err_console, print_kv, print_table, write_json
-
-
-def _out_path(ctx: typer.Context, out: Path | None, name: str) -> Path:
-    return out if out is not None else paths.data_dir(get_state(ctx).home, "bench") / f"{name}.json"
-
-
-def _finish(report: dict[str, Any], path: Path, as_json: bool) -> None:
-    write_json(path, report)
-    if as_json:
-        emit_json(report)
-        err_console.print(f"wrote {path}")
-    else:
-        typer.echo(f"wrote {path}")
+from pot_cli.output import err_console, print_kv, print_table, save_result
+from pot_cli.paths import bench_result_path
 
 
 def _targets(report: dict[str, Any]) -> None:
@@ -195,7 +182,8 @@ def register(bench_app: typer.Typer) -> None:
                 ],
             )
             _targets(report)
-        _finish(report, _out_path(ctx, out, f"quality-{t.name}"), as_json)
+        path = bench_result_path(get_state(ctx).home, f"quality-{t.name}", out)
+        save_result(path, report, as_json=as_json)
 
     @bench_app.command("honest")
     def honest(
@@ -275,7 +263,8 @@ def register(bench_app: typer.Typer) -> None:
                 ],
             )
             _targets(report)
-        _finish(report, _out_path(ctx, out, f"honest-{t.name}"), as_json)
+        path = bench_result_path(get_state(ctx).home, f"honest-{t.name}", out)
+        save_result(path, report, as_json=as_json)
 
     @bench_app.command("calibrate")
     def calibrate_cmd(
@@ -322,4 +311,5 @@ def register(bench_app: typer.Typer) -> None:
                     ("forged margin (closest forged / tolerance)", report["forged_margin"]),
                 ],
             )
-        _finish(report, _out_path(ctx, out, f"calibrate-{t.name}"), as_json)
+        path = bench_result_path(get_state(ctx).home, f"calibrate-{t.name}", out)
+        save_result(path, report, as_json=as_json)
