@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pot_cli.crypto import canonical_bytes
 from pot_cli.training.errors import CodecError, TrainingError
 from pot_cli.training.state import flatten, unflatten
 from pot_cli.training.tasks import Task
@@ -228,7 +229,7 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str
         }
         blobs.append(blob)
         offset += len(blob)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text = canonical_bytes(header)  # sorted keys, compact: the same bytes on every node
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
