@@ -252,13 +252,23 @@ class _Timing:
 
 def _timed(fn: Callable[[], None], sync: Callable[[], None], min_seconds: float) -> _Timing:
     """Time ``fn`` (after the caller's warm-up) in :data:`WINDOWS` windows lasting
-    ``min_seconds`` together; one synchronised probe run sizes the windows."""
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    one = max(time.perf_counter() - t0, 1e-7)
-    iters = max(1, min(100_000, math.ceil(min_seconds / WINDOWS / one)))
+    ``min_seconds`` together. The windows are sized by probing with a doubling number of runs
+    until a probe lasts a quarter of a window (as ``timeit``'s autorange does): one slow first
+    run can no longer shrink the windows far below ``min_seconds``."""
+    window = min_seconds / WINDOWS
+    runs = 1
+    while True:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            fn()
+        sync()
+        spent = time.perf_counter() - t0
+        if spent >= window / 4 or runs >= 100_000:
+            break
+        runs *= 2
+    one = max(spent / runs, 1e-9)
+    iters = max(1, min(100_000, math.ceil(window / one)))
     windows = []
     for _ in range(WINDOWS):
         sync()
