@@ -52,8 +52,9 @@ def init(
     state.home.mkdir(parents=True, exist_ok=True)
     os.chmod(state.home, 0o700)
     identity = crypto.Identity.generate()
-    cfg = default_config("miner" if role == "miner" else "validator", name or "")
-    cfg.node.name = name or f"pot-{identity.address[4:12]}"
+    cfg = default_config(
+        "miner" if role == "miner" else "validator", name or f"pot-{identity.address[4:12]}"
+    )
     cfg.node.chain_id = chain_id
     # Validate before writing anything, so a bad --chain-id or --name leaves no half-made node.
     config_from_dict(config_to_dict(cfg), where="pot init")
