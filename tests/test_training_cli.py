@@ -38,7 +38,8 @@ def test_bench_quality_json_and_out(tmp_path: Path) -> None:
     assert report["config"]["byzantine_miners"] == 1
     pot = report["pot"]
     assert pot["attacks"]["scaled"] == {
-        "submitted": 3, "caught": 3, "missed": 0, "caught_by": {"norm": 3},
+        "submitted": 3, "caught": 3, "missed": 0, "missed_after_recompute": 0,
+        "caught_by": {"norm": 3},
     }  # fmt: skip
     assert pot["honest_submitted"] == 9 and pot["honest_rejected"] == 0
     assert report["plain_mean_no_verification"]["attacks"]["scaled"]["missed"] == 3

@@ -88,6 +88,19 @@ def test_compressed_sizes() -> None:
     assert len(PAYLOADS["topk"]) <= raw / 8
 
 
+def test_declared_numerics_round_trip() -> None:
+    from pot_cli.training.codec import NUMERICS
+    from pot_cli.training.gradients import DTYPES
+
+    assert set(NUMERICS) == set(DTYPES)  # one list of precisions
+    assert decode_gradient(TASK, PAYLOADS["none"]).header.numerics == "fp32"
+    for numerics in NUMERICS:
+        payload = encode_gradient(TASK, GRAD, model_hash=MH, height=5, numerics=numerics)
+        assert decode_gradient(TASK, payload).header.numerics == numerics
+    with pytest.raises(TrainingError, match="numerics"):
+        encode_gradient(TASK, GRAD, model_hash=MH, height=5, numerics="fp8")
+
+
 def _forge(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
     return write_safetensors(tensors, meta)
 
@@ -99,6 +112,7 @@ def _meta(**changes: str) -> dict[str, str]:
         "model_hash": MH,
         "height": "5",
         "compression": "none",
+        "numerics": "fp32",
     }
     meta.update(changes)
     return {k: v for k, v in meta.items() if v != "-"}
@@ -123,6 +137,9 @@ def test_rejections_each_have_a_reason() -> None:
     _expect(_forge(good, _meta(height="x")), "header")
     _expect(_forge(good, _meta(compression="zip")), "header")
     _expect(_forge(good, _meta(model_hash="-")), "header")
+    _expect(_forge(good, _meta(numerics="-")), "header")
+    e = _expect(_forge(good, _meta(numerics="fp8")), "header")
+    assert "numerics" in e.detail
     _expect(PAYLOADS["none"], "header", expected_model_hash="0" * 64)
     _expect(PAYLOADS["none"], "header", expected_height=6)
     _expect(PAYLOADS["int8"], "header", expected_compression=Compression("none"))
@@ -228,7 +245,16 @@ def test_fuzz_mutated_payloads(mode: str, edits: list[tuple[int, int]], cut: int
     ),
     st.dictionaries(
         st.sampled_from(
-            ["format", "task", "height", "compression", "model_hash", "topk_fraction", "chunk"]
+            [
+                "format",
+                "task",
+                "height",
+                "compression",
+                "numerics",
+                "model_hash",
+                "topk_fraction",
+                "chunk",
+            ]
         ),
         st.text(max_size=10),
     ),

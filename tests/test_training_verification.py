@@ -187,11 +187,56 @@ def test_honest_mixed_numerics_all_accepted_when_all_recomputed() -> None:
     for k, num in enumerate((Numerics(dtype="bf16"), Numerics(dtype="fp16", threads=1))):
         a = r.addresses[3] if k == 0 else "pot1extra"
         g = compute_gradient(task, r.params, assign_batch(r.seed, a, task.train_size, 64), num)
-        extra[a] = encode_gradient(task, g, model_hash=mh, height=r.height)
+        extra[a] = encode_gradient(task, g, model_hash=mh, height=r.height, numerics=num.dtype)
     result = _verify(r, extra, rate=1.0)
     assert all(v.accepted for v in result.verdicts.values()), result.rejected
     assert result.recomputed == HONEST + 2
-    assert all(v.rel_error is not None and v.rel_error < 0.1 for v in result.verdicts.values())
+    # re-computed in the declared precision: only rounding-order noise remains
+    tol = task.spot_check_tolerance
+    assert all(
+        v.rel_error is not None and v.rel_error < tol / 100 for v in result.verdicts.values()
+    )
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_forgeries_declared_in_low_precision_are_recomputed_in_it(dtype: str) -> None:
+    """A stale or wrong-data gradient computed and declared in bf16/fp16 is compared with a
+    recompute in that precision, and fails it: declaring a lower precision buys no slack."""
+    r = ROUND
+    task = r.task
+    mh = model_hash(r.params)
+    num = Numerics(dtype=dtype, threads=1)
+    batch = assign_batch(r.seed, r.attacker, task.train_size, task.batch_size)
+    other = assign_batch(round_seed("x", 99), r.attacker, task.train_size, task.batch_size)
+    forged = {
+        "stale": compute_gradient(task, r.history[-1 - STALE_LAG], batch, num),
+        "wrong-data": compute_gradient(task, r.params, other, num),
+    }
+    honest = compute_gradient(task, r.params, batch, num)
+    for name, g in {**forged, "honest": honest}.items():
+        payload = encode_gradient(task, g, model_hash=mh, height=r.height, numerics=dtype)
+        v = _verify(r, {r.attacker: payload}, rate=1.0).verdicts[r.attacker]
+        assert v.accepted == (name == "honest"), (name, v)
+        assert v.rel_error is not None
+        if name != "honest":
+            assert v.check == "spot-check" and v.rel_error > 2 * task.spot_check_tolerance
+
+
+def test_misdeclared_precision_is_caught() -> None:
+    """A bf16 gradient declared as fp32 is checked against an fp32 recompute; its error is the
+    cross-precision gap, which the declared-precision tolerance does not absorb on this model."""
+    r = ROUND
+    task = r.task
+    batch = assign_batch(r.seed, r.attacker, task.train_size, task.batch_size)
+    g = compute_gradient(task, r.params, batch, Numerics(dtype="bf16", threads=1))
+    truthful = encode_gradient(
+        task, g, model_hash=model_hash(r.params), height=r.height, numerics="bf16"
+    )
+    lying = encode_gradient(task, g, model_hash=model_hash(r.params), height=r.height)
+    ok = _verify(r, {r.attacker: truthful}, rate=1.0).verdicts[r.attacker]
+    bad = _verify(r, {r.attacker: lying}, rate=1.0).verdicts[r.attacker]
+    assert ok.accepted and ok.rel_error is not None and bad.rel_error is not None
+    assert bad.rel_error > 100 * ok.rel_error
 
 
 def test_wrong_round_binding_and_duplicates() -> None:

@@ -4,11 +4,14 @@
 discrepancy (relative L2 error, :func:`gradient_discrepancy`) of
 
 * honest gradients computed with every :data:`MIXED_NUMERICS` variant (fp32 with 1 or 2
-  threads, shuffled batch order, bf16 and fp16 autocast) against the validator's fp32
-  recompute, after the wire compression; and
+  threads, shuffled batch order, bf16 and fp16 autocast) against the validator's recompute in
+  the precision the miner declares, after the wire compression (``honest_max``); for
+  information, the same gradients against an fp32 recompute (``cross_precision_max``: what
+  the tolerance would have to absorb if miners did not declare their precision); and
 * forged gradients (stale by ``STALE_LAG`` rounds, wrong data, sign flip, noise, scaled,
-  perturbed copy of another miner) against the same recompute; and, for information, a
-  gradient only one round stale (near-honest work, closer to the tolerance).
+  perturbed copy of another miner; stale and wrong data also computed and declared in bf16)
+  against the recompute; and, for information, a gradient only one round stale (near-honest
+  work, closer to the tolerance).
 
 The tolerance is sound when the largest honest error is well below it and the smallest forged
 error well above it; the report gives both margins.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -63,6 +66,7 @@ class CalibrationReport:
     checkpoints: list[int]
     tolerance: float
     honest_max: dict[str, float] = field(default_factory=dict)
+    cross_precision_max: dict[str, float] = field(default_factory=dict)
     forged_min: dict[str, float] = field(default_factory=dict)
     # A gradient only one round stale is not an attack we claim to catch: it is reported to
     # show how close it comes (it is near-honest work).
@@ -84,6 +88,7 @@ class CalibrationReport:
             "checkpoints": self.checkpoints,
             "tolerance": self.tolerance,
             "honest_max_rel_error": self.honest_max,
+            "cross_precision_max_rel_error": self.cross_precision_max,
             "forged_min_rel_error": self.forged_min,
             "worst_honest": self.worst_honest,
             "closest_forged": self.closest_forged,
@@ -94,8 +99,17 @@ class CalibrationReport:
         }
 
 
-def _err(task: Task, grad: Gradient, ref: Gradient, compression: Compression, mh: str) -> float:
-    payload = encode_gradient(task, grad, model_hash=mh, height=0, compression=compression)
+def _err(
+    task: Task,
+    grad: Gradient,
+    ref: Gradient,
+    compression: Compression,
+    mh: str,
+    numerics: str = "fp32",
+) -> float:
+    payload = encode_gradient(
+        task, grad, model_hash=mh, height=0, compression=compression, numerics=numerics
+    )
     decoded = decode_gradient(task, payload)
     err, _energy = gradient_discrepancy(task, decoded, ref, compression)
     return err
@@ -139,9 +153,16 @@ def calibrate(
             mh = model_hash(params)
             for k, a in enumerate(addresses):
                 ref = grads[a]
+                refs = {"fp32": ref}
                 for num in numerics:
+                    if num.dtype not in refs:
+                        declared = replace(policy.numerics, dtype=num.dtype)
+                        refs[num.dtype] = compute_gradient(task, params, batches[a], declared)
                     g = compute_gradient(task, params, batches[a], num)
-                    note(report.honest_max, num.label(), _err(task, g, ref, compression, mh), "max")
+                    e = _err(task, g, refs[num.dtype], compression, mh, num.dtype)
+                    note(report.honest_max, num.label(), e, "max")
+                    e = _err(task, g, ref, compression, mh)
+                    note(report.cross_precision_max, num.label(), e, "max")
                     report.samples += 1
                 other = addresses[(k + 1) % len(addresses)]
                 elsewhere = assign_batch(
@@ -172,6 +193,16 @@ def calibrate(
                     forged["stale"] = compute_gradient(task, history[-1 - STALE_LAG], batches[a])
                 for name, g in forged.items():
                     note(report.forged_min, name, _err(task, g, ref, compression, mh), "min")
+                # The same forgeries computed and declared in bf16, checked by a bf16 recompute.
+                bf16 = replace(policy.numerics, dtype="bf16")
+                ref16 = refs.get("bf16") or compute_gradient(task, params, batches[a], bf16)
+                forged16 = {"wrong-data/bf16": compute_gradient(task, params, elsewhere, bf16)}
+                if len(history) > STALE_LAG:
+                    old_model = history[-1 - STALE_LAG]
+                    forged16["stale/bf16"] = compute_gradient(task, old_model, batches[a], bf16)
+                for name, g in forged16.items():
+                    e = _err(task, g, ref16, compression, mh, "bf16")
+                    note(report.forged_min, name, e, "min")
         agg = aggregate(AggregationRule("mean"), grads, task.param_shapes)
         params, state = apply_update(task.optimizer, params, state, agg)
         history = [*history[-STALE_LAG:], params]
@@ -242,7 +273,9 @@ def honest_rejections(
             g = compute_gradient(
                 task, params, assign_batch(seed_h, a, task.train_size, task.batch_size), num
             )
-            payload = encode_gradient(task, g, model_hash=mh, height=h, compression=compression)
+            payload = encode_gradient(
+                task, g, model_hash=mh, height=h, compression=compression, numerics=num.dtype
+            )
             subs.append(Submission(a, payload))
         ctx = RoundContext(task, h, seed_h, params, mh, compression)
         result = verify_round(ctx, subs, policy)

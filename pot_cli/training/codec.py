@@ -1,5 +1,12 @@
-"""The gradient wire codec: safetensors bytes with a header naming task, model hash, height and
-compression. Never pickle: received bytes are parsed as safetensors only.
+"""The gradient wire codec: safetensors bytes with a header naming task, model hash, height,
+compression and the **numerics** the miner computed in (``fp32``, or ``bf16`` / ``fp16``
+autocast). Never pickle: received bytes are parsed as safetensors only.
+
+The declared numerics is part of what the miner signs (the commitment covers the payload hash):
+a validator re-computes a spot-checked gradient in the same numerics, so the honest difference
+it must tolerate is run-to-run noise of one precision (thread count, batch order: <= 1e-3
+measured), not the gap between precisions (fp32 vs bf16: up to 0.3 on a trained digits model),
+which is as large as the gap between a fresh gradient and a stale one.
 
 Layouts (tensor names inside the safetensors file):
 
@@ -20,11 +27,11 @@ are standard safetensors: ``safetensors.torch.load`` reads them; tests check it)
 (the format is simple: an 8-byte little-endian header length, a JSON header, raw little-endian
 tensor data); it checks, in order, and refuses with :class:`CodecError` (``reason`` code in
 brackets): payload size against the task's limit before anything is parsed [oversize]; header
-length and JSON [malformed]; header metadata: format, task, model hash, height, compression
-[header]; exactly the expected tensor names, dtypes and shapes, with offsets that tile the data
-region exactly [layout]; finite values [non-finite]; the topk bitmap has exactly k bits set and
-no padding bit [layout]. Only then are tensors built, straight from their validated offsets.
-Nothing else escapes: any other failure is reported as [malformed].
+length and JSON [malformed]; header metadata: format, task, model hash, height, compression,
+numerics [header]; exactly the expected tensor names, dtypes and shapes, with offsets that
+tile the data region exactly [layout]; finite values [non-finite]; the topk bitmap has exactly
+k bits set and no padding bit [layout]. Only then are tensors built, straight from their
+validated offsets. Nothing else escapes: any other failure is reported as [malformed].
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from pot_cli.training.tasks import Task
 
 FORMAT = "pot-gradient/1"
 COMPRESSIONS = ("none", "int8", "topk")
+# The precisions a miner may declare; the same names as ``gradients.DTYPES`` (a test checks).
+NUMERICS = ("fp32", "bf16", "fp16")
 HEADER_LIMIT = 16 * 1024
 INT8_CHUNK = 256
 DEFAULT_TOPK_FRACTION = 0.2
@@ -98,6 +107,7 @@ class GradientHeader:
     model_hash: str
     height: int
     compression: Compression
+    numerics: str = "fp32"
 
     def metadata(self) -> dict[str, str]:
         meta = {
@@ -106,6 +116,7 @@ class GradientHeader:
             "model_hash": self.model_hash,
             "height": str(self.height),
             "compression": self.compression.mode,
+            "numerics": self.numerics,
         }
         if self.compression.mode == "topk":
             meta["topk_fraction"] = repr(self.compression.topk_fraction)
@@ -190,16 +201,22 @@ def _unpack_mask(mask: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return torch.from_numpy(idx.astype(np.int64))
 
 
+def int8_round_trip(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (flat float32) as a receiver decodes them after int8 quantization with
+    per-chunk scales: what ``int8`` sends for the whole gradient and ``topk`` for its values."""
+    return _int8_dequantize(*_int8_quantize(values))
+
+
 def compress_dense(
     task: Task, grad: Mapping[str, torch.Tensor], compression: Compression
 ) -> Gradient:
     """What a receiver decodes from ``grad`` sent with ``compression`` (without the bytes)."""
     vec = flatten(grad, task.param_shapes)
     if compression.mode == "int8":
-        vec = _int8_dequantize(*_int8_quantize(vec))
+        vec = int8_round_trip(vec)
     elif compression.mode == "topk":
         idx, val = _topk_select(vec, compression.topk_fraction)
-        val = _int8_dequantize(*_int8_quantize(val))
+        val = int8_round_trip(val)
         vec = torch.zeros_like(vec)
         vec[idx.long()] = val
     return unflatten(vec, task.param_shapes)
@@ -241,11 +258,15 @@ def encode_gradient(
     model_hash: str,
     height: int,
     compression: Compression = Compression(),
+    numerics: str = "fp32",
 ) -> bytes:
-    """Serialize ``grad`` (dense, the task's parameter names) for the wire."""
+    """Serialize ``grad`` (dense, the task's parameter names) for the wire; ``numerics`` is the
+    precision it was computed in (``Numerics.dtype``), declared in the header."""
     if set(grad) != set(task.param_shapes):
         raise TrainingError(f"{task.name}: gradient names do not match the model's parameters")
-    header = GradientHeader(task.name, model_hash, int(height), compression)
+    if numerics not in NUMERICS:
+        raise TrainingError(f"unknown numerics {numerics!r} (use one of {', '.join(NUMERICS)})")
+    header = GradientHeader(task.name, model_hash, int(height), compression, numerics)
     tensors: dict[str, torch.Tensor]
     if compression.mode == "none":
         tensors = {n: grad[n].to(torch.float32).contiguous() for n in task.param_shapes}
@@ -293,12 +314,14 @@ def _parse_header(payload: bytes) -> tuple[dict[str, Any], dict[str, str]]:
 def _parse_meta(meta: Mapping[str, str]) -> GradientHeader:
     if meta.get("format") != FORMAT:
         raise _fail("header", f"format {meta.get('format')!r} is not {FORMAT!r}")
-    for key in ("task", "model_hash", "height", "compression"):
+    for key in ("task", "model_hash", "height", "compression", "numerics"):
         if key not in meta:
             raise _fail("header", f"metadata lacks {key!r}")
     mode = meta["compression"]
     if mode not in COMPRESSIONS:
         raise _fail("header", f"unknown compression {mode!r}")
+    if meta["numerics"] not in NUMERICS:
+        raise _fail("header", f"unknown numerics {meta['numerics']!r}")
     height_text = meta["height"]
     if not height_text.isdigit() or len(height_text) > 18:
         raise _fail("header", f"height {height_text!r} is not a non-negative integer")
@@ -313,7 +336,11 @@ def _parse_meta(meta: Mapping[str, str]) -> GradientHeader:
     if mode == "int8" and meta.get("chunk") != str(INT8_CHUNK):
         raise _fail("header", f"int8 chunk must be {INT8_CHUNK}")
     return GradientHeader(
-        meta["task"], meta["model_hash"], int(height_text), Compression(mode, fraction)
+        meta["task"],
+        meta["model_hash"],
+        int(height_text),
+        Compression(mode, fraction),
+        meta["numerics"],
     )
 
 

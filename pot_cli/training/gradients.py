@@ -70,6 +70,36 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def reference_precision(device: torch.device) -> Iterator[None]:
+    """On CUDA, compute in the precision the miner declares and nothing less: no TF32 for
+    "fp32" matmuls and convolutions, no reduced-precision (bf16/fp16) split-K reductions under
+    autocast. PyTorch allows some of these by default; each would move a GPU gradient away from
+    the CPU validator's recompute in the same declared precision. Restores the flags after."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (
+        matmul.allow_tf32,
+        cudnn.allow_tf32,
+        matmul.allow_bf16_reduced_precision_reduction,
+        matmul.allow_fp16_reduced_precision_reduction,
+    )
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    matmul.allow_bf16_reduced_precision_reduction = False
+    matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        (
+            matmul.allow_tf32,
+            cudnn.allow_tf32,
+            matmul.allow_bf16_reduced_precision_reduction,
+            matmul.allow_fp16_reduced_precision_reduction,
+        ) = saved
+
+
 def _order(indices: Sequence[int], order_seed: int | None) -> list[int]:
     if order_seed is None:
         return list(indices)
@@ -101,7 +131,7 @@ def compute_gradient(
     leaves = {n: params[n].detach().to(device).requires_grad_(True) for n in names}
     template = task.template.to(device)
     autocast_dtype = DTYPES[numerics.dtype]
-    with torch_threads(numerics.threads):
+    with torch_threads(numerics.threads), reference_precision(device):
         try:
             ctx = (
                 torch.autocast(device_type=device.type, dtype=autocast_dtype)
