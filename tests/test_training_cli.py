@@ -50,6 +50,24 @@ def test_bench_quality_json_and_out(tmp_path: Path) -> None:
         assert pot[key] is not None
 
 
+def test_bench_quality_pools_several_seeds(tmp_path: Path) -> None:
+    args = ["--home", str(tmp_path), "bench", "quality", "--miners", "4", "--rounds", "2"]
+    result = runner.invoke(app, [*args, "--byzantine", "0", "--seed", "3,4", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    per_seed = report["per_seed"]
+    assert [r["seed"] for r in per_seed] == ["3", "4"] and report["config"]["seed"] == ["3", "4"]
+    mean = (per_seed[0]["centralized_metric"] + per_seed[1]["centralized_metric"]) / 2
+    assert report["centralized"]["metric"] == pytest.approx(mean)
+    assert report["pot"]["honest_submitted"] == 2 * 2 * 4  # seeds x rounds x miners
+    single = json.loads(
+        runner.invoke(app, [*args, "--byzantine", "0", "--seed", "4", "--json"]).stdout
+    )
+    assert single["centralized"]["metric"] == per_seed[1]["centralized_metric"]
+    bad = runner.invoke(app, [*args, "--seed", "1,,2"])
+    assert bad.exit_code == 2 and "--seed" in bad.output
+
+
 def test_bench_quality_table_default_out(tmp_path: Path) -> None:
     result = runner.invoke(
         app,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pot_cli.context import get_state
+from pot_cli.errors import UsageError
 from pot_cli.output import err_console, print_kv, print_table, save_result
 from pot_cli.paths import bench_result_path
 
@@ -56,7 +57,13 @@ def register(bench_app: typer.Typer) -> None:
             float | None,
             typer.Option(help="Spot-check tolerance (default: the task's calibrated one)."),
         ] = None,
-        seed: Annotated[str, typer.Option(help="Seed of the run (data order, identities).")] = "0",
+        seed: Annotated[
+            str,
+            typer.Option(
+                help="Seed of the run (data order, identities); several, comma-separated "
+                "(0,1,2), run once each and pool: metrics averaged over seeds, then the ratio."
+            ),
+        ] = "0",
         threads: Annotated[
             int,
             typer.Option(
@@ -92,10 +99,13 @@ def register(bench_app: typer.Typer) -> None:
                 spot_check_rate=spot_check_rate,
                 tolerance=tolerance,
             ),
-            seed=seed,
+            seed=seed.split(",")[0].strip(),
         )
+        seeds = [x.strip() for x in seed.split(",")]
+        if not all(seeds) or len(set(seeds)) != len(seeds):
+            raise UsageError(f"--seed: expected distinct comma-separated seeds, got {seed!r}")
         with torch_threads(threads):
-            report = quality_bench(cfg)
+            report = quality_bench(cfg, seeds)
         report["config"]["torch_threads"] = threads
         if not as_json:
             c, p, n = report["centralized"], report["pot"], report["plain_mean_no_verification"]
@@ -138,6 +148,22 @@ def register(bench_app: typer.Typer) -> None:
                 "total work); rigs: per round the slowest miner plus the validator (every "
                 "miner on its own rig, as deployed)."
             )
+            if len(report["per_seed"]) > 1:
+                print_table(
+                    "Per seed",
+                    ["seed", "centralized", "PoT", "ratio", "plain mean", "ratio "],
+                    [
+                        [
+                            r["seed"],
+                            r["centralized_metric"],
+                            r["pot_metric"],
+                            r["pot_quality_ratio"],
+                            r["plain_mean_metric"],
+                            r["plain_mean_quality_ratio"],
+                        ]
+                        for r in report["per_seed"]
+                    ],
+                )
             attacks = p["attacks"]
             naive_attacks = n["attacks"]
             rows = [
