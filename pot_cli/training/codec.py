@@ -437,7 +437,7 @@ def _decode(
     # The header is fully validated (names, dtypes, shapes, contiguous offsets covering the
     # data exactly), so the tensors are read straight from their offsets: one copy of the
     # bytes, no intermediate arrays.
-    data = bytearray(payload[8 + hlen :])
+    data = bytearray(memoryview(payload)[8 + hlen :])
     tensors: dict[str, torch.Tensor] = {}
     for name, (dtype, shape) in _layout(task, header.compression).items():
         start = tensor_header[name]["data_offsets"][0]
