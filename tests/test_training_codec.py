@@ -88,6 +88,34 @@ def test_compressed_sizes() -> None:
     assert len(PAYLOADS["topk"]) <= raw / 8
 
 
+def test_tensors_stored_in_another_order_decode_the_same() -> None:
+    """Our writer stores parameters in canonical order (read as one flat vector); a valid
+    safetensors file may order them differently, and must decode to the same gradient."""
+    names = list(TASK.param_shapes)[::-1]
+    header: dict[str, object] = {"__metadata__": _meta()}
+    blobs, offset = [], 0
+    for n in names:
+        blob = GRAD[n].contiguous().numpy().tobytes()
+        header[n] = {
+            "dtype": "F32",
+            "shape": list(GRAD[n].shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    payload = struct.pack("<Q", len(text)) + text + b"".join(blobs)
+    d = decode_gradient(TASK, payload)
+    ref = decode_gradient(TASK, PAYLOADS["none"])
+    assert torch.equal(d.vector, ref.vector)
+    assert all(torch.equal(d.gradient[n], GRAD[n]) for n in names)
+    bad = bytearray(payload)
+    bad[len(payload) - 4 : len(payload)] = struct.pack("<f", float("nan"))
+    e = _expect(bytes(bad), "non-finite")
+    assert names[-1] in e.detail  # the tensor stored last holds the NaN
+
+
 def test_declared_numerics_round_trip() -> None:
     from pot_cli.training.codec import NUMERICS
     from pot_cli.training.gradients import DTYPES

@@ -105,6 +105,7 @@ def _run_summary(
         "parallel_seconds": parallel,
         "parallel_wall_ratio": parallel / central_s if central_s else None,
         "miner_seconds": sum(r.miner_seconds for r in results),
+        "honest_gradient_seconds": sum(r.honest_gradient_seconds for r in results),
         "validator_seconds": sum(r.validator_seconds for r in results),
         "recompute_seconds": sum(r.recompute_seconds for r in results),
         "recomputed": sum(r.recomputed for r in results),
@@ -178,6 +179,19 @@ def quality_bench(cfg: QualityBenchConfig, seeds: Sequence[str] = ()) -> dict[st
         }
         for s, (c, p, n) in zip(seeds, runs, strict=True)
     ]
+    breakdown = {
+        "honest miners' gradients": pot_row["honest_gradient_seconds"],
+        "other miner work (encode, hash, sign; forging)": pot_row["miner_seconds"]
+        - pot_row["honest_gradient_seconds"],
+        "validator: spot-check recomputes": pot_row["recompute_seconds"],
+        "validator: signatures, decoding, statistics, aggregation, optimizer": pot_row[
+            "validator_seconds"
+        ]
+        - pot_row["recompute_seconds"],
+    }
+    pot_row["wall_breakdown_vs_centralized"] = {
+        k: v / central_s if central_s else None for k, v in breakdown.items()
+    }
     missed_after_recompute = sum(c.missed_after_recompute for r in pots for c in r.attacks.values())
     sizes = bytes_by_compression(task)
     compressed = cfg.compression.mode != "none"

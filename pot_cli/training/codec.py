@@ -438,21 +438,32 @@ def _decode(
     # data exactly), so the tensors are read straight from their offsets: one copy of the
     # bytes, no intermediate arrays.
     data = bytearray(memoryview(payload)[8 + hlen :])
+    layout = _layout(task, header.compression)
+    starts = [tensor_header[name]["data_offsets"][0] for name in layout]
+    dense_in_order = header.compression.mode == "none" and starts == sorted(starts)
     tensors: dict[str, torch.Tensor] = {}
-    for name, (dtype, shape) in _layout(task, header.compression).items():
-        start = tensor_header[name]["data_offsets"][0]
-        count = math.prod(shape)
-        tensors[name] = torch.frombuffer(
-            data, dtype=_TORCH_DTYPES[dtype], count=count, offset=start
-        ).reshape(shape)
-    for name, t in tensors.items():
+    if dense_in_order:
+        # The parameters in canonical order, back to back (what our writer produces): the
+        # data region *is* the flat gradient, read with no further copy.
+        flat = torch.frombuffer(data, dtype=torch.float32)
+        tensors = unflatten(flat, task.param_shapes)
+        finite_checks = {"gradient": flat}
+    else:
+        for (name, (dtype, shape)), start in zip(layout.items(), starts, strict=True):
+            count = math.prod(shape)
+            tensors[name] = torch.frombuffer(
+                data, dtype=_TORCH_DTYPES[dtype], count=count, offset=start
+            ).reshape(shape)
+        finite_checks = tensors
+    for name, t in finite_checks.items():
         # max(|t|) is NaN or Inf exactly when some element is: one fast reduction.
         if t.dtype.is_floating_point and t.numel() and not math.isfinite(float(t.abs().max())):
-            raise _fail("non-finite", f"{name} holds NaN or Inf")
+            bad = next((k for k, v in tensors.items() if not bool(torch.isfinite(v).all())), name)
+            raise _fail("non-finite", f"{bad} holds NaN or Inf")
     support: torch.Tensor | None = None
     n = task.num_params
     if header.compression.mode == "none":
-        vec = flatten(tensors, task.param_shapes)
+        vec = flat if dense_in_order else flatten(tensors, task.param_shapes)
     elif header.compression.mode == "int8":
         scale = tensors["int8.scale"]
         if bool((scale < 0).any()):
@@ -467,4 +478,6 @@ def _decode(
         vec = torch.zeros(n, dtype=torch.float32)
         vec[idx] = _int8_dequantize(tensors["topk.q"], scale)
         support = idx
-    return DecodedGradient(header, vec, unflatten(vec, task.param_shapes), support)
+    if not dense_in_order:
+        tensors = unflatten(vec, task.param_shapes)
+    return DecodedGradient(header, vec, tensors, support)

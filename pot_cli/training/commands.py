@@ -204,6 +204,10 @@ def register(bench_app: typer.Typer) -> None:
                 ],
             )
             print_kv(
+                "PoT one-process wall time by part, / centralized wall time",
+                [(k, v) for k, v in p["wall_breakdown_vs_centralized"].items()],
+            )
+            print_kv(
                 None,
                 [
                     ("spot checks (recomputed)", p["recomputed"]),

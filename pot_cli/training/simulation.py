@@ -83,6 +83,7 @@ class SimResult:
     seconds: float
     parallel_seconds: float
     miner_seconds: float
+    honest_gradient_seconds: float
     validator_seconds: float
     recompute_seconds: float
     recomputed: int
@@ -154,6 +155,7 @@ class PotSimulation:
         self.honest_rejections: list[str] = []
         self.payload_bytes: list[int] = []
         self.miner_total = self.validator_total = self.recompute_total = 0.0
+        self.gradient_total = 0.0  # honest miners' compute_gradient time alone
         self.parallel = self.seconds = 0.0
         self.recomputed = self.samples = 0
         self.height = 0
@@ -165,7 +167,9 @@ class PotSimulation:
         indices = assign_batch(seed_h, a, task.train_size, task.batch_size)
         k = (self.addresses.index(a) + h) % len(cfg.honest_numerics)
         numerics = cfg.honest_numerics[k]
+        t0 = time.perf_counter()
         grad = compute_gradient(task, params, indices, numerics)
+        self.gradient_total += time.perf_counter() - t0
         payload = encode_gradient(
             task,
             grad,
@@ -319,6 +323,7 @@ class PotSimulation:
             seconds=self.seconds,
             parallel_seconds=self.parallel,
             miner_seconds=self.miner_total,
+            honest_gradient_seconds=self.gradient_total,
             validator_seconds=self.validator_total,
             recompute_seconds=self.recompute_total,
             recomputed=self.recomputed,
