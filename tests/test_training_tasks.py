@@ -175,6 +175,31 @@ def test_spot_check_sample_depends_on_every_payload() -> None:
     assert select_spot_checks(seed1, subs, 1.0) == sorted(subs)
 
 
+def test_spot_check_sample_cannot_be_ground_without_the_beacon() -> None:
+    """A miner that sees every other payload can compute the beacon-less sample and grind its
+    own payload until it is left out; the primary's cut-off signature (the beacon) makes the
+    sample unknowable before the cut-off: a different beacon, a different sample."""
+    from pot_cli.crypto import Identity, verify_signed
+    from pot_cli.training.assignment import cut_off_body
+
+    s = round_seed("x", 1)
+    subs = {f"m{i}": f"h{i}" for i in range(50)}
+    primary = Identity.from_seed(b"\x01" * 32)
+    beacon = primary.sign_message("pot/cut-off", "pot-test", 1, cut_off_body(subs))
+    assert verify_signed(
+        primary.public_key, beacon, "pot/cut-off", "pot-test", 1, cut_off_body(subs)
+    )
+    samples = {
+        tuple(select_spot_checks(spot_check_seed(s, subs, b), subs, 0.2))
+        for b in (beacon, b"", b"other beacon", beacon[::-1])
+    }
+    assert len(samples) == 4
+    # deterministic given the beacon: every validator draws the same sample
+    assert select_spot_checks(spot_check_seed(s, subs, beacon), subs, 0.2) == select_spot_checks(
+        spot_check_seed(s, dict(sorted(subs.items(), reverse=True)), beacon), subs, 0.2
+    )
+
+
 def test_gradient_function_and_numerics() -> None:
     t = load_task("digits")
     p = t.initial_params()

@@ -4,8 +4,12 @@
   ``round_seed`` (``s_h = H(block h-1)``). Different miners get different samples; anyone can
   recompute any miner's batch.
 * :func:`spot_check_seed` / :func:`select_spot_checks`: which submissions a validator
-  re-computes. The seed hashes the round seed with the frozen set of submissions (every payload
-  hash), so no miner can know it when it submits: changing any payload changes the sample.
+  re-computes. The seed hashes the round seed, the frozen set of submissions (every payload
+  hash) and a **beacon**: a value nobody knows before the cut-off. The network's beacon is the
+  primary's Ed25519 signature over the frozen set (deterministic, so the primary cannot grind
+  it, and secret until published). Without the beacon, a miner that sees the other payloads
+  before submitting could grind its own (resubmit small variations) until the hash leaves it
+  out of the sample.
 
 SHA-256 (via :mod:`pot_cli.crypto`) is the only source of randomness, so the result never depends
 on a library's random generator version.
@@ -43,13 +47,22 @@ def assign_batch(round_seed: bytes, address: str, train_size: int, batch_size: i
     return chosen
 
 
-def spot_check_seed(round_seed: bytes, payload_hashes: Mapping[str, str]) -> bytes:
-    """Seed of the spot-check sample: the round seed and every (address, payload hash)."""
+def cut_off_body(payload_hashes: Mapping[str, str]) -> dict[str, object]:
+    """What the primary signs at the cut-off (its signature is the round's beacon)."""
+    return {"submissions": sorted(payload_hashes.items())}
+
+
+def spot_check_seed(
+    round_seed: bytes, payload_hashes: Mapping[str, str], beacon: bytes = b""
+) -> bytes:
+    """Seed of the spot-check sample: the round seed, every (address, payload hash) and the
+    beacon (see the module docstring)."""
     return hash_object(
         {
             "domain": "pot/spot-check",
             "round_seed": round_seed,
             "submissions": sorted(payload_hashes.items()),
+            "beacon": beacon,
         }
     )
 

@@ -24,7 +24,7 @@ import torch
 
 from pot_cli.crypto import Identity, hash_object, sha256_hex, verify_signed
 from pot_cli.training.aggregation import AggregationRule, aggregate
-from pot_cli.training.assignment import assign_batch, round_seed
+from pot_cli.training.assignment import assign_batch, cut_off_body, round_seed
 from pot_cli.training.attacks import ForgeContext, attack_for, forge
 from pot_cli.training.codec import Compression, encode_gradient
 from pot_cli.training.errors import CodecError, TrainingError
@@ -40,6 +40,7 @@ from pot_cli.training.verification import (
 )
 
 SIGN_DOMAIN = "pot/gradient"
+CUT_OFF_DOMAIN = "pot/cut-off"
 CHAIN_ID = "pot-sim"
 
 
@@ -143,6 +144,7 @@ class PotSimulation:
         task = cfg.task
         task.dataset()
         self.by_addr = {i.address: i for i in miner_identities(cfg.seed, cfg.miners)}
+        self.validator = Identity.from_seed(hash_object({"sim-validator": cfg.seed}))
         self.addresses = sorted(self.by_addr)
         self.byz = byzantine_set(self.addresses, cfg.byzantine_fraction, cfg.seed)
         self.byz_index = {a: j for j, a in enumerate(self.byz)}
@@ -261,6 +263,10 @@ class PotSimulation:
             subs.append(Submission(a, payload, digest))
         accepted: dict[str, Gradient]
         if cfg.verify:
+            # The cut-off: the validator (as primary) signs the frozen submission set; its
+            # signature is the beacon that salts the spot-check sample.
+            frozen = cut_off_body({sub.address: sub.payload_hash or "" for sub in subs})
+            beacon = self.validator.sign_message(CUT_OFF_DOMAIN, CHAIN_ID, h, frozen)
             ctx = RoundContext(
                 task=task,
                 height=h,
@@ -269,6 +275,7 @@ class PotSimulation:
                 model_hash=mh,
                 compression=cfg.compression,
                 previous=self.previous,
+                beacon=beacon,
             )
             result = verify_round(ctx, subs, cfg.policy)
             accepted = result.accepted

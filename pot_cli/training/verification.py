@@ -19,8 +19,8 @@ Checks, cheapest first:
    error ``|g_sub - g_ref| / |g_ref|`` within ``tolerance`` (and, for topk, the sent
    coordinates must carry at least ``topk_support_energy`` of the true top-k energy). Besides
    the flagged ones, each submission is re-computed with probability ``spot_check_rate``; the
-   sample's seed hashes the round seed with every submitted payload hash, so no miner knows
-   it when it submits.
+   sample's seed hashes the round seed, every submitted payload hash and the round's beacon
+   (the primary's signature over the frozen set), so no miner knows it when it submits.
 
 The tolerance is calibrated in :mod:`pot_cli.training.calibration` against the honest
 numerical differences of :class:`~pot_cli.training.gradients.Numerics`. Re-computing in the
@@ -104,6 +104,9 @@ class RoundContext:
     model_hash: str
     compression: Compression = field(default_factory=Compression)
     previous: Sequence[torch.Tensor] = ()  # flat gradients accepted in earlier rounds
+    # Unknown to miners until the cut-off: the primary's signature over the frozen submission
+    # set (assignment.cut_off_body); it salts the spot-check sample against grinding.
+    beacon: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,7 @@ def verify_round(
             continue
         decoded[sub.address] = d
 
-    seed = spot_check_seed(ctx.round_seed, payload_hashes)
+    seed = spot_check_seed(ctx.round_seed, payload_hashes, ctx.beacon)
     addresses = sorted(decoded)
     flags: dict[str, list[str]] = {a: [] for a in addresses}
     if addresses:
