@@ -216,6 +216,10 @@ def register(bench_app: typer.Typer) -> None:
             print_kv(
                 None,
                 [
+                    (
+                        "floor (first three rows: training, recomputes, hashing and signing)",
+                        p["wall_floor_ratio"],
+                    ),
                     ("spot checks (recomputed)", p["recomputed"]),
                     ("total bench seconds", report["total_seconds"]),
                 ],
