@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 import struct
 from collections.abc import Iterator
 
@@ -88,32 +88,89 @@ def test_compressed_sizes() -> None:
     assert len(PAYLOADS["topk"]) <= raw / 8
 
 
-def test_tensors_stored_in_another_order_decode_the_same() -> None:
-    """Our writer stores parameters in canonical order (read as one flat vector); a valid
-    safetensors file may order them differently, and must decode to the same gradient."""
+def _raw_payload(header: dict[str, object], data: bytes, *, raw_json: bytes | None = None) -> bytes:
+    text = raw_json if raw_json is not None else json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _compact(header: dict[str, object]) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _split(payload: bytes) -> tuple[dict[str, object], bytes]:
+    hlen = struct.unpack("<Q", payload[:8])[0]
+    return json.loads(payload[8 : 8 + hlen]), payload[8 + hlen :]
+
+
+def test_only_the_canonical_encoding_is_accepted() -> None:
+    """One gradient, one payload: its hash is what the miner signs and the spot-check seed
+    mixes, so a second byte string for the same gradient (a "free" resubmission to grind the
+    sample with) must not exist. Valid safetensors files that differ from our writer's bytes
+    in any way are refused as [header]."""
+    header, data = _split(PAYLOADS["none"])
+    assert _raw_payload(header, data, raw_json=_compact(header)) == PAYLOADS["none"]
+    decode_gradient(TASK, PAYLOADS["none"])
+
+    def refused(payload: bytes) -> None:
+        assert "canonical" in _expect(payload, "header").detail
+
+    # the same tensors stored in another order (a valid safetensors file)
     names = list(TASK.param_shapes)[::-1]
-    header: dict[str, object] = {"__metadata__": _meta()}
+    reordered: dict[str, object] = {"__metadata__": _meta()}
     blobs, offset = [], 0
     for n in names:
         blob = GRAD[n].contiguous().numpy().tobytes()
-        header[n] = {
-            "dtype": "F32",
-            "shape": list(GRAD[n].shape),
-            "data_offsets": [offset, offset + len(blob)],
-        }
+        span = [offset, offset + len(blob)]
+        reordered[n] = {"dtype": "F32", "shape": list(GRAD[n].shape), "data_offsets": span}
         blobs.append(blob)
         offset += len(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    payload = struct.pack("<Q", len(text)) + text + b"".join(blobs)
-    d = decode_gradient(TASK, payload)
-    ref = decode_gradient(TASK, PAYLOADS["none"])
-    assert torch.equal(d.vector, ref.vector)
-    assert all(torch.equal(d.gradient[n], GRAD[n]) for n in names)
-    bad = bytearray(payload)
-    bad[len(payload) - 4 : len(payload)] = struct.pack("<f", float("nan"))
-    e = _expect(bytes(bad), "non-finite")
-    assert names[-1] in e.detail  # the tensor stored last holds the NaN
+    refused(_raw_payload(reordered, b"".join(blobs)))
+    # spaces in the JSON, an extra metadata key, an extra field in a tensor entry
+    refused(_raw_payload(header, data))
+    refused(_forge(dict(GRAD), _meta(nonce="1")))
+    extra = json.loads(json.dumps(header))
+    extra["fc2.bias"]["note"] = "x"
+    refused(_raw_payload(extra, data, raw_json=_compact(extra)))
+    # a float shape, a duplicate key whose last copy is the real one
+    text = _compact(header).decode()
+    floated = text.replace('"shape":[10]', '"shape":[10.0]', 1)
+    assert floated != text
+    refused(_raw_payload(header, data, raw_json=floated.encode()))
+    duplicate = '{"fc2.bias":{"dtype":"F64"},' + text[1:]
+    refused(_raw_payload(header, data, raw_json=duplicate.encode()))
+    # heights and fractions that parse to the same number but are not the canonical text
+    for height in ("05", "+5", "٥", "５"):
+        with pytest.raises(CodecError) as exc:
+            decode_gradient(TASK, _forge(dict(GRAD), _meta(height=height)))
+        assert exc.value.reason == "header" and not exc.value.internal
+    from safetensors.torch import load
+
+    topk = dict(load(PAYLOADS["topk"]))
+    refused(_forge(topk, _meta(compression="topk", topk_fraction="5e-2")))
+    assert decode_gradient(TASK, _forge(topk, _meta(compression="topk", topk_fraction="0.05")))
+
+
+def test_quantized_values_are_checked_after_dequantizing() -> None:
+    """Finite int8 values times finite scales can overflow to Inf; -128 is not a value the
+    quantizer produces. Both are refused, for int8 and for topk."""
+    from safetensors.torch import load
+
+    for mode, meta in (
+        ("int8", _meta(compression="int8", chunk="256")),
+        ("topk", _meta(compression="topk", topk_fraction="0.05")),
+    ):
+        good = dict(load(PAYLOADS[mode]))
+        assert _forge(good, meta) == PAYLOADS[mode]
+        huge = {**good, f"{mode}.scale": good[f"{mode}.scale"].clone()}
+        huge[f"{mode}.scale"][0] = 3e38
+        q = good[f"{mode}.q"].clone()
+        q[0] = 127
+        huge[f"{mode}.q"] = q
+        assert "overflow" in _expect(_forge(huge, meta), "non-finite").detail
+        low = {**good, f"{mode}.q": good[f"{mode}.q"].clone()}
+        low[f"{mode}.q"][0] = -128
+        assert "-128" in _expect(_forge(low, meta), "layout").detail
 
 
 def test_declared_numerics_round_trip() -> None:
@@ -230,8 +287,12 @@ def test_compression_parse() -> None:
 
 
 def _decode_only_codec_errors(data: bytes) -> None:
-    with contextlib.suppress(CodecError):
+    """Decoding refuses with one of its own checks: not even its catch-all for unexpected
+    exceptions (``internal``) may fire."""
+    try:
         decode_gradient(TASK, data)
+    except CodecError as exc:
+        assert not exc.internal, exc
 
 
 @settings(deadline=None, max_examples=150)
@@ -295,3 +356,53 @@ def test_fuzz_structured_headers(
     header["__metadata__"] = meta
     blob = json.dumps(header).encode()
     _decode_only_codec_errors(struct.pack("<Q", len(blob)) + blob + body)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.sampled_from(sorted(PAYLOADS)),
+    st.data(),
+    _JSON_VALUES,
+    st.sampled_from(["replace", "delete", "add"]),
+)
+def test_fuzz_one_field_of_a_valid_header(
+    mode: str, data: st.DataObject, value: object, action: str
+) -> None:
+    """Start from a valid header and change one thing (a metadata value, a tensor entry's
+    dtype/shape/offsets, or an added key): the decoder gets past the JSON and meets every later
+    check, and refuses with its own reason, never its catch-all; an edit that changes nothing
+    decodes to the original gradient."""
+    header, body = _split(PAYLOADS[mode])
+    tensor_names = sorted(k for k in header if k != "__metadata__")
+    section = data.draw(st.sampled_from(["__metadata__", *tensor_names]))
+    entry = header[section]
+    assert isinstance(entry, dict)
+    key = data.draw(st.sampled_from(sorted(entry))) if action != "add" else "x-extra"
+    if action == "delete":
+        del entry[key]
+    else:
+        entry[key] = value if section != "__metadata__" or isinstance(value, str) else str(value)
+    try:
+        text = _compact(header)
+    except ValueError:  # NaN / Inf floats are not JSON
+        return
+    payload = _raw_payload(header, body, raw_json=text)
+    try:
+        decoded = decode_gradient(TASK, payload)
+    except CodecError as exc:
+        assert not exc.internal, exc
+        return
+    # accepted: the edit changed nothing, or set a metadata value to another valid one (a
+    # different height or model hash: the caller's expected_* arguments check those)
+    assert payload == PAYLOADS[mode] or (section == "__metadata__" and action == "replace")
+    assert torch.equal(decoded.vector, decode_gradient(TASK, PAYLOADS[mode]).vector)
+    assert re.fullmatch(r"[0-9a-f]{64}", decoded.header.model_hash)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -127,6 +128,7 @@ EXPECTED = {
     "copy-perturbed": (0.0, "copy"),
     "stale": (1.0, "spot-check"),
     "wrong-data": (1.0, "spot-check"),
+    "lazy": (1.0, "spot-check"),
 }
 
 
@@ -222,9 +224,12 @@ def test_forgeries_declared_in_low_precision_are_recomputed_in_it(dtype: str) ->
             assert v.check == "spot-check" and v.rel_error > 2 * task.spot_check_tolerance
 
 
-def test_misdeclared_precision_is_caught() -> None:
-    """A bf16 gradient declared as fp32 is checked against an fp32 recompute; its error is the
-    cross-precision gap, which the declared-precision tolerance does not absorb on this model."""
+def test_misdeclared_precision_is_compared_across_precisions() -> None:
+    """A bf16 gradient declared as fp32 is checked against an fp32 recompute: its error is the
+    cross-precision gap, not the (zero) same-precision one. That gap (0.006-0.048 measured,
+    ``pot bench calibrate``) lies around the tolerance, so a misdeclared honest gradient may
+    pass or fail; it gains nothing either way (rewards do not depend on the precision, and the
+    gradient is as useful). What matters is that the recompute ran in the declared precision."""
     r = ROUND
     task = r.task
     batch = assign_batch(r.seed, r.attacker, task.train_size, task.batch_size)
@@ -235,8 +240,9 @@ def test_misdeclared_precision_is_caught() -> None:
     lying = encode_gradient(task, g, model_hash=model_hash(r.params), height=r.height)
     ok = _verify(r, {r.attacker: truthful}, rate=1.0).verdicts[r.attacker]
     bad = _verify(r, {r.attacker: lying}, rate=1.0).verdicts[r.attacker]
-    assert ok.accepted and ok.rel_error is not None and bad.rel_error is not None
-    assert bad.rel_error > 100 * ok.rel_error
+    assert ok.accepted and ok.spot_checked and bad.spot_checked
+    assert ok.rel_error is not None and ok.rel_error <= 1e-6  # same precision: rounding only
+    assert bad.rel_error is not None and bad.rel_error >= 1e-3  # an fp32 recompute it was
 
 
 def test_wrong_round_binding_and_duplicates() -> None:
@@ -251,6 +257,51 @@ def test_wrong_round_binding_and_duplicates() -> None:
     subs = [Submission("pot1x", r.payloads[r.addresses[0]]), Submission("pot1x", b"junk")]
     out = verify_round(ctx, subs, VerificationPolicy())
     assert out.verdicts["pot1x"].check == "duplicate" and not out.accepted
+
+
+def test_duplicate_submissions_do_not_make_the_round_depend_on_arrival_order() -> None:
+    """A miner that submits twice has both refused, and the spot-check seed (hence the sample,
+    the accepted set and the new model) is the same whichever of its payloads came first."""
+    r = ROUND
+    ctx = RoundContext(r.task, r.height, r.seed, r.params, model_hash(r.params))
+    honest = [Submission(a, p) for a, p in r.payloads.items()]
+    twice = r.addresses[0]
+    other = Submission(twice, r.payloads[r.addresses[1]])
+    first = [*honest, other]
+    second = [other, *honest]
+    policy = VerificationPolicy(spot_check_rate=0.5)
+    a, b = verify_round(ctx, first, policy), verify_round(ctx, second, policy)
+    assert a.spot_seed == b.spot_seed
+    assert a.verdicts == b.verdicts and sorted(a.accepted) == sorted(b.accepted)
+    assert a.verdicts[twice].check == "duplicate" and "2 submissions" in a.verdicts[twice].reason
+    assert twice not in a.accepted and len(a.accepted) == HONEST - 1
+
+
+def test_overflowing_int8_submission_never_reaches_the_model() -> None:
+    """Finite int8 values x finite scales = Inf: refused by the codec, even as the only
+    submission of a round and outside the spot-check sample (no statistics to flag it)."""
+    from safetensors.torch import load
+
+    from pot_cli.training.codec import write_safetensors
+
+    r = ROUND
+    int8 = Compression("int8")
+    g = r.grads[r.addresses[0]]
+    payload = encode_gradient(r.task, g, model_hash=model_hash(r.params), height=r.height,
+                              compression=int8)  # fmt: skip
+    tensors = dict(load(payload))
+    tensors["int8.scale"] = tensors["int8.scale"].clone()
+    tensors["int8.scale"][0] = 3e38
+    tensors["int8.q"] = tensors["int8.q"].clone()
+    tensors["int8.q"][0] = 127
+    hlen = int.from_bytes(payload[:8], "little")
+    meta = json.loads(payload[8 : 8 + hlen])["__metadata__"]
+    ctx = RoundContext(r.task, r.height, r.seed, r.params, model_hash(r.params), int8)
+    sub = Submission(r.addresses[0], write_safetensors(tensors, meta))
+    out = verify_round(ctx, [sub], VerificationPolicy(spot_check_rate=0.0))
+    v = out.verdicts[r.addresses[0]]
+    assert not v.accepted and v.check == "codec" and "non-finite" in v.reason
+    assert out.accepted == {}
 
 
 @pytest.mark.parametrize("mode", ["int8", "topk"])

@@ -5,11 +5,19 @@
   recompute any miner's batch.
 * :func:`spot_check_seed` / :func:`select_spot_checks`: which submissions a validator
   re-computes. The seed hashes the round seed, the frozen set of submissions (every payload
-  hash) and a **beacon**: a value nobody knows before the cut-off. The network's beacon is the
-  primary's Ed25519 signature over the frozen set (deterministic, so the primary cannot grind
-  it, and secret until published). Without the beacon, a miner that sees the other payloads
-  before submitting could grind its own (resubmit small variations) until the hash leaves it
-  out of the sample.
+  hash, duplicates included, sorted) and a **beacon**: a value nobody knows before the
+  cut-off. The network's beacon is the primary's Ed25519 signature over the frozen set
+  (deterministic: for a given set the primary cannot grind it, and it is secret until
+  published). Without the beacon, a miner that sees the other payloads before submitting could
+  grind its own (resubmit small variations) until the hash leaves it out of the sample.
+
+  **Limit:** the primary chooses *which* set to freeze. A Byzantine primary colluding with a
+  forger can sign several candidate sets in private (leaving a submission out, or picking one
+  of several distinct gradients the forger hands it) and freeze one that leaves the forger out
+  of the sample. The codec's canonical encoding removes the free variants (one gradient, one
+  payload), but distinct gradients remain. The fix belongs to the network node: a beacon no
+  single validator controls once the set is frozen (a unique threshold signature of f+1
+  validators over it, or a commit-reveal among them).
 
 SHA-256 (via :mod:`pot_cli.crypto`) is the only source of randomness, so the result never depends
 on a library's random generator version.
@@ -21,6 +29,9 @@ from collections.abc import Iterable, Mapping
 
 from pot_cli.crypto import hash_object, sha256
 from pot_cli.training.errors import TrainingError
+
+# (address, payload hash) of every submission: a mapping, or pairs that may repeat an address
+SubmittedHashes = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def round_seed(chain_seed: str, height: int) -> bytes:
@@ -47,21 +58,26 @@ def assign_batch(round_seed: bytes, address: str, train_size: int, batch_size: i
     return chosen
 
 
-def cut_off_body(payload_hashes: Mapping[str, str]) -> dict[str, object]:
+def _sorted_pairs(submitted: SubmittedHashes) -> list[tuple[str, str]]:
+    """Every (address, payload hash) submitted, sorted: a mapping, or pairs that may repeat an
+    address (a miner that submitted twice); either way the order they arrived in is gone."""
+    pairs = submitted.items() if isinstance(submitted, Mapping) else submitted
+    return sorted((str(a), str(h)) for a, h in pairs)
+
+
+def cut_off_body(submitted: SubmittedHashes) -> dict[str, object]:
     """What the primary signs at the cut-off (its signature is the round's beacon)."""
-    return {"submissions": sorted(payload_hashes.items())}
+    return {"submissions": _sorted_pairs(submitted)}
 
 
-def spot_check_seed(
-    round_seed: bytes, payload_hashes: Mapping[str, str], beacon: bytes = b""
-) -> bytes:
-    """Seed of the spot-check sample: the round seed, every (address, payload hash) and the
-    beacon (see the module docstring)."""
+def spot_check_seed(round_seed: bytes, submitted: SubmittedHashes, beacon: bytes = b"") -> bytes:
+    """Seed of the spot-check sample: the round seed, every (address, payload hash) submitted,
+    duplicates included, in sorted order, and the beacon (see the module docstring)."""
     return hash_object(
         {
             "domain": "pot/spot-check",
             "round_seed": round_seed,
-            "submissions": sorted(payload_hashes.items()),
+            "submissions": _sorted_pairs(submitted),
             "beacon": beacon,
         }
     )

@@ -16,6 +16,8 @@ wrong-data         gradient on a batch other than its assigned one        spot c
 nan                an honest gradient with NaN and Inf entries            codec (non-finite)
 wrong-shape        an honest payload with one tensor reshaped             codec (layout)
 oversize           an honest payload padded past the size limit           codec (oversize)
+lazy               its gradient on half of its assigned batch (half the   spot check
+                   work, claimed as the whole)
 =================  =====================================================  ===================
 
 Checks marked "spot" are probabilistic when statistics do not flag the forgery (they are
@@ -54,11 +56,20 @@ ATTACKS = (
     "nan",
     "wrong-shape",
     "oversize",
+    "lazy",
 )
 MIXED = "mixed"
 STALE_LAG = 5
 SCALE = 100.0
 PERTURBATION = 0.01
+LAZY_FRACTION = 0.5  # share of its assigned batch a lazy miner computes on
+
+
+def lazy_indices(indices: Sequence[int], fraction: float = LAZY_FRACTION) -> list[int]:
+    """The part of an assigned batch a lazy miner uses: its first ``fraction`` (at least one
+    sample, at most all but one: a lazy miner skips something)."""
+    k = min(max(1, round(len(indices) * fraction)), max(1, len(indices) - 1))
+    return list(indices[:k])
 
 
 def attack_for(attack: str, byzantine_index: int, height: int) -> str:
@@ -143,6 +154,8 @@ def forge(attack: str, ctx: ForgeContext) -> bytes:
         return _encode(ctx, compute_gradient(task, old, ctx.indices))
     if attack == "wrong-data":
         return _encode(ctx, compute_gradient(task, ctx.params, ctx.other_indices))
+    if attack == "lazy":
+        return _encode(ctx, compute_gradient(task, ctx.params, lazy_indices(ctx.indices)))
     if attack == "zero":
         return _encode(ctx, {n: torch.zeros(s) for n, s in task.param_shapes.items()})
     honest = compute_gradient(task, ctx.params, ctx.indices)

@@ -9,9 +9,10 @@ discrepancy (relative L2 error, :func:`gradient_discrepancy`) of
   information, the same gradients against an fp32 recompute (``cross_precision_max``: what
   the tolerance would have to absorb if miners did not declare their precision); and
 * forged gradients (stale by ``STALE_LAG`` rounds, wrong data, sign flip, noise, scaled,
-  perturbed copy of another miner; stale and wrong data also computed and declared in bf16)
-  against the recompute; and, for information, a gradient only one round stale (near-honest
-  work, closer to the tolerance).
+  perturbed copy of another miner, lazy: half the assigned batch; stale and wrong data also
+  computed and declared in bf16) against the recompute; and, for information, two near-honest
+  forgeries closer to the tolerance: a gradient only one round stale, and a lazy one that skips
+  only 1/8 of its batch (how much work a miner could leave out unnoticed).
 
 The tolerance is sound when the largest honest error is well below it and the smallest forged
 error well above it; the report gives both margins.
@@ -31,7 +32,7 @@ import torch
 from pot_cli.crypto import hash_object
 from pot_cli.training.aggregation import AggregationRule, aggregate
 from pot_cli.training.assignment import assign_batch, round_seed
-from pot_cli.training.attacks import PERTURBATION, SCALE, STALE_LAG
+from pot_cli.training.attacks import PERTURBATION, SCALE, STALE_LAG, lazy_indices
 from pot_cli.training.codec import Compression, decode_gradient, encode_gradient
 from pot_cli.training.errors import TrainingError
 from pot_cli.training.gradients import Gradient, Numerics, compute_gradient
@@ -71,6 +72,8 @@ class CalibrationReport:
     # A gradient only one round stale is not an attack we claim to catch: it is reported to
     # show how close it comes (it is near-honest work).
     stale_one_round_min: float | None = None
+    # Likewise a lazy gradient on 7/8 of the batch: the smallest saving a lazy miner could want.
+    lazy_eighth_min: float | None = None
     samples: int = 0
 
     @property
@@ -93,6 +96,7 @@ class CalibrationReport:
             "worst_honest": self.worst_honest,
             "closest_forged": self.closest_forged,
             "stale_one_round_min_rel_error": self.stale_one_round_min,
+            "lazy_eighth_min_rel_error": self.lazy_eighth_min,
             "honest_margin": self.tolerance / self.worst_honest if self.worst_honest else None,
             "forged_margin": self.closest_forged / self.tolerance,
             "samples": self.samples,
@@ -170,6 +174,7 @@ def calibrate(
                 )
                 forged: dict[str, Gradient] = {
                     "wrong-data": compute_gradient(task, params, elsewhere),
+                    "lazy": compute_gradient(task, params, lazy_indices(batches[a])),
                     "sign-flip": {n: -t for n, t in ref.items()},
                     "scaled": {n: t * SCALE for n, t in ref.items()},
                     "copy-perturbed": {
@@ -189,6 +194,10 @@ def calibrate(
                     e1 = _err(task, one, ref, compression, mh)
                     if report.stale_one_round_min is None or e1 < report.stale_one_round_min:
                         report.stale_one_round_min = e1
+                eighth = compute_gradient(task, params, lazy_indices(batches[a], 7 / 8))
+                e8 = _err(task, eighth, ref, compression, mh)
+                if report.lazy_eighth_min is None or e8 < report.lazy_eighth_min:
+                    report.lazy_eighth_min = e8
                 if len(history) > STALE_LAG:
                     forged["stale"] = compute_gradient(task, history[-1 - STALE_LAG], batches[a])
                 for name, g in forged.items():

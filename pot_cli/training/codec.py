@@ -23,23 +23,35 @@ Layouts (tensor names inside the safetensors file):
   and 0.950 at 20% against 0.955 uncompressed).
 
 Encoding and decoding are a small, strict safetensors writer and reader of our own (the bytes
-are standard safetensors: ``safetensors.torch.load`` reads them; tests check it). Decoding
-(the format is simple: an 8-byte little-endian header length, a JSON header, raw little-endian
-tensor data); it checks, in order, and refuses with :class:`CodecError` (``reason`` code in
-brackets): payload size against the task's limit before anything is parsed [oversize]; header
-length and JSON [malformed]; header metadata: format, task, model hash, height, compression,
-numerics [header]; exactly the expected tensor names, dtypes and shapes, with offsets that
-tile the data region exactly [layout]; finite values [non-finite]; the topk bitmap has exactly
-k bits set and no padding bit [layout]. Only then are tensors built, straight from their
-validated offsets. Nothing else escapes: any other failure is reported as [malformed].
+are standard safetensors: ``safetensors.torch.load`` reads them; tests check it). The format is
+simple: an 8-byte little-endian header length, a JSON header, raw little-endian tensor data.
+Decoding checks, in order, and refuses with :class:`CodecError` (``reason`` code in brackets):
+
+1. payload size against the task's limit, before anything is parsed [oversize];
+2. header length and JSON [malformed];
+3. header metadata: format, task, model hash (64 lowercase hex digits), height (a plain
+   decimal), compression, numerics [header];
+4. exactly the expected tensor names, dtypes and shapes, with offsets that tile the data
+   region exactly [layout];
+5. the header is byte for byte the canonical one :func:`write_safetensors` produces for that
+   metadata and layout [header]: one gradient has exactly one encoding, so its payload hash
+   names it (no reordered keys or tensors, extra fields, duplicate keys, ``"05"`` heights or
+   ``10.0`` shapes);
+6. finite values [non-finite]; the topk bitmap has exactly k bits set and no padding bit, int8
+   values within the quantizer's range ±127, scales >= 0 [layout]; the dequantized values
+   finite [non-finite].
+
+Tensors are built straight from their validated offsets. Nothing else escapes: any other
+failure is reported as [malformed], flagged ``internal`` (a bug: fuzz tests fail on it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,25 +242,37 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str
     order, header JSON with sorted keys and no spaces, padded with spaces to 8 bytes (as the
     reference implementation does). (The ``safetensors`` library's own writer orders metadata
     keys differently from call to call, so equal gradients would not give equal bytes.)"""
-    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    entries: list[tuple[str, str, Sequence[int], int]] = []
     blobs: list[bytes] = []
-    offset = 0
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
         code = _DTYPE_CODES.get(t.dtype)
         if code is None:
             raise TrainingError(f"cannot encode tensor {name} of dtype {t.dtype}")
         blob = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        entries.append((name, code, list(t.shape), len(blob)))
+        blobs.append(blob)
+    text = _header_bytes(entries, metadata)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def _header_bytes(
+    entries: Sequence[tuple[str, str, Sequence[int], int]], metadata: Mapping[str, str]
+) -> bytes:
+    """THE canonical safetensors header: ``entries`` (name, dtype code, shape, byte size) laid
+    out in sorted-name order, metadata keys sorted, compact JSON (``crypto.canonical_bytes``),
+    padded with spaces to a multiple of 8 bytes. The writer emits it; the reader demands it."""
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for name, code, shape, size in sorted(entries, key=lambda e: e[0]):
         header[name] = {
             "dtype": code,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(blob)],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
         }
-        blobs.append(blob)
-        offset += len(blob)
+        offset += size
     text = canonical_bytes(header)  # sorted keys, compact: the same bytes on every node
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+    return text + b" " * (-len(text) % 8)
 
 
 def encode_gradient(
@@ -289,6 +313,10 @@ def _fail(reason: str, detail: str) -> CodecError:
     return CodecError(reason, detail)
 
 
+_HEIGHT = re.compile(r"0|[1-9][0-9]{0,17}", re.ASCII)
+_MODEL_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)  # state.model_hash: SHA-256, lowercase hex
+
+
 def _parse_header(payload: bytes) -> tuple[dict[str, Any], dict[str, str]]:
     if len(payload) < 8:
         raise _fail("malformed", f"{len(payload)} bytes is too short for safetensors")
@@ -322,9 +350,11 @@ def _parse_meta(meta: Mapping[str, str]) -> GradientHeader:
         raise _fail("header", f"unknown compression {mode!r}")
     if meta["numerics"] not in NUMERICS:
         raise _fail("header", f"unknown numerics {meta['numerics']!r}")
+    if not _MODEL_HASH.fullmatch(meta["model_hash"]):
+        raise _fail("header", "model hash is not 64 lowercase hexadecimal digits")
     height_text = meta["height"]
-    if not height_text.isdigit() or len(height_text) > 18:
-        raise _fail("header", f"height {height_text!r} is not a non-negative integer")
+    if not _HEIGHT.fullmatch(height_text):
+        raise _fail("header", f"height {height_text!r} is not a non-negative decimal integer")
     fraction = DEFAULT_TOPK_FRACTION
     if mode == "topk":
         try:
@@ -398,7 +428,7 @@ def decode_gradient(
     except CodecError:
         raise
     except Exception as exc:  # the codec's promise: nothing but CodecError escapes
-        raise _fail("malformed", f"{type(exc).__name__}: {exc}") from None
+        raise CodecError("malformed", f"{type(exc).__name__}: {exc}", internal=True) from None
 
 
 def _decode(
@@ -432,13 +462,20 @@ def _decode(
     if len(payload) > limit:
         raise _fail("oversize", f"{len(payload)} bytes exceeds the {limit}-byte limit")
     hlen = struct.unpack("<Q", payload[:8])[0]
-    _check_layout(tensor_header, _layout(task, header.compression), len(payload) - 8 - hlen)
+    layout = _layout(task, header.compression)
+    _check_layout(tensor_header, layout, len(payload) - 8 - hlen)
+    entries = [(n, d, s, _DTYPE_SIZES[d] * math.prod(s)) for n, (d, s) in layout.items()]
+    if _header_bytes(entries, header.metadata()) != payload[8 : 8 + hlen]:
+        raise _fail(
+            "header",
+            "not the canonical encoding (sorted keys and tensors, no extra fields or keys, "
+            "plain integers): one gradient has exactly one payload",
+        )
 
     # The header is fully validated (names, dtypes, shapes, contiguous offsets covering the
     # data exactly), so the tensors are read straight from their offsets: one copy of the
     # bytes, no intermediate arrays.
     data = bytearray(memoryview(payload)[8 + hlen :])
-    layout = _layout(task, header.compression)
     starts = [tensor_header[name]["data_offsets"][0] for name in layout]
     dense_in_order = header.compression.mode == "none" and starts == sorted(starts)
     tensors: dict[str, torch.Tensor] = {}
@@ -464,20 +501,24 @@ def _decode(
     n = task.num_params
     if header.compression.mode == "none":
         vec = flat if dense_in_order else flatten(tensors, task.param_shapes)
-    elif header.compression.mode == "int8":
-        scale = tensors["int8.scale"]
-        if bool((scale < 0).any()):
-            raise _fail("layout", "negative int8 scale")
-        vec = _int8_dequantize(tensors["int8.q"], scale)
     else:
-        scale = tensors["topk.scale"]
+        prefix = header.compression.mode  # "int8" or "topk"
+        q, scale = tensors[f"{prefix}.q"], tensors[f"{prefix}.scale"]
         if bool((scale < 0).any()):
-            raise _fail("layout", "negative topk scale")
-        k = tensors["topk.q"].numel()
-        idx = _unpack_mask(tensors["topk.mask"], n, k)
-        vec = torch.zeros(n, dtype=torch.float32)
-        vec[idx] = _int8_dequantize(tensors["topk.q"], scale)
-        support = idx
+            raise _fail("layout", f"negative {prefix} scale")
+        if bool((q == -128).any()):
+            raise _fail("layout", f"{prefix} value -128 is outside the quantizer's range ±127")
+        values = _int8_dequantize(q, scale)
+        # finite scales can still overflow: 127 x 3e38 is +inf
+        if not math.isfinite(float(values.abs().max())):
+            raise _fail("non-finite", f"{prefix} values times their scales overflow float32")
+        if prefix == "int8":
+            vec = values
+        else:
+            idx = _unpack_mask(tensors["topk.mask"], n, q.numel())
+            vec = torch.zeros(n, dtype=torch.float32)
+            vec[idx] = values
+            support = idx
     if not dense_in_order:
         tensors = unflatten(vec, task.param_shapes)
     return DecodedGradient(header, vec, tensors, support)

@@ -341,6 +341,7 @@ def register(bench_app: typer.Typer) -> None:
             rows: list[list[Any]] = [["honest " + k, v] for k, v in rep.honest_max.items()]
             rows += [["forged " + k, v] for k, v in rep.forged_min.items()]
             rows.append(["one round stale (information)", rep.stale_one_round_min])
+            rows.append(["lazy, 1/8 of the batch skipped (information)", rep.lazy_eighth_min])
             print_table(
                 f"Spot-check calibration: {t.name}, {rep.compression} "
                 f"(tolerance {rep.tolerance:g})",

@@ -22,9 +22,14 @@ class DatasetError(TrainingError):
 
 
 class CodecError(PotError):
-    """A gradient payload is malformed: the wire codec refuses it. ``reason`` is a short code."""
+    """A gradient payload is malformed: the wire codec refuses it. ``reason`` is a short code.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    ``internal`` marks the codec's last line of defence: an unexpected exception inside the
+    decoder, turned into a refusal instead of a crash. Every refusal the codec means to make
+    has its own check, so tests (fuzzing) treat an internal one as a bug to fix."""
+
+    def __init__(self, reason: str, detail: str, *, internal: bool = False) -> None:
         super().__init__(f"gradient payload rejected ({reason}): {detail}")
         self.reason = reason
         self.detail = detail
+        self.internal = internal

@@ -276,7 +276,7 @@ class PotSimulation:
             # The cut-off: the validator (as primary) signs the frozen submission set; its
             # signature is the beacon that salts the spot-check sample.
             t1 = time.perf_counter()
-            frozen = cut_off_body({sub.address: sub.payload_hash or "" for sub in subs})
+            frozen = cut_off_body([(sub.address, sub.payload_hash or "") for sub in subs])
             beacon = self.validator.sign_message(CUT_OFF_DOMAIN, CHAIN_ID, h, frozen)
             self.validator_crypto += time.perf_counter() - t1
             ctx = RoundContext(

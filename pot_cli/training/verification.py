@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -231,15 +232,20 @@ def verify_round(
     task = ctx.task
     verdicts: dict[str, Verdict] = {}
     decoded: dict[str, DecodedGradient] = {}
-    payload_hashes: dict[str, str] = {}
+    # Every (address, payload hash) submitted, duplicates included: the spot-check seed hashes
+    # them sorted, so it does not depend on the order submissions arrived in.
+    submitted = [(s.address, s.payload_hash or sha256_hex(bytes(s.payload))) for s in submissions]
+    counts = Counter(a for a, _ in submitted)
     for sub in sorted(submissions, key=lambda s: s.address):
-        if sub.address in payload_hashes:
+        if counts[sub.address] > 1:
+            # all of a miner's submissions are refused, whichever came first
             verdicts[sub.address] = Verdict(
-                sub.address, False, "duplicate", "more than one submission"
+                sub.address,
+                False,
+                "duplicate",
+                f"{counts[sub.address]} submissions from one miner in a round",
             )
-            decoded.pop(sub.address, None)
             continue
-        payload_hashes[sub.address] = sub.payload_hash or sha256_hex(bytes(sub.payload))
         try:
             d = decode_gradient(
                 task,
@@ -253,14 +259,20 @@ def verify_round(
                 sub.address, False, "codec", f"{exc.reason}: {exc.detail}"
             )
             continue
-        if float(d.vector.abs().max()) == 0.0:
+        amax = float(d.vector.abs().max())
+        if amax == 0.0:
             verdicts[sub.address] = Verdict(
                 sub.address, False, "zero", "all-zero gradient (no work)"
             )
             continue
+        if not math.isfinite(amax):  # the codec refuses these; never let one reach the model
+            verdicts[sub.address] = Verdict(
+                sub.address, False, "codec", "non-finite: decoded gradient holds NaN or Inf"
+            )
+            continue
         decoded[sub.address] = d
 
-    seed = spot_check_seed(ctx.round_seed, payload_hashes, ctx.beacon)
+    seed = spot_check_seed(ctx.round_seed, submitted, ctx.beacon)
     addresses = sorted(decoded)
     flags: dict[str, list[str]] = {a: [] for a in addresses}
     if addresses:
