@@ -45,9 +45,11 @@ def test_tolerance_separates_honest_numerics_from_forgeries(
         compression=Compression.parse(compression),
     )
     assert set(rep.honest_max) == {n.label() for n in numerics}
-    assert {"stale", "wrong-data", "sign-flip", "noise", "scaled", "copy-perturbed"} <= set(
+    assert {"stale", "wrong-data", "sign-flip", "noise", "scaled", "copy-perturbed", "lazy"} <= set(
         rep.forged_min
     )
+    # the near-honest lazy variant (1/8 of the batch skipped) is measured, for information
+    assert rep.lazy_eighth_min is not None and rep.lazy_eighth_min > 0
     # honest differences stay well inside the tolerance, every forgery well outside
     tol = task.spot_check_tolerance
     assert rep.tolerance == tol
