@@ -49,10 +49,10 @@ def test_bench_quality_json_and_out(tmp_path: Path) -> None:
     for key in ("quality_ratio", "wall_ratio", "parallel_wall_ratio", "seconds"):
         assert pot[key] is not None
     # The wall-time breakdown: disjoint parts of the PoT run's time, so each is >= 0 and they
-    # add up to no more than the whole; the floor is its first three parts (training work,
-    # recomputes, hashing and signing), and hashing and signing did happen.
+    # add up to no more than the whole; the floor is its first three parts (training work, the
+    # random sample's recomputes, hashing and signing), and hashing and signing did happen.
     parts = list(pot["wall_breakdown_vs_centralized"].values())
-    assert len(parts) == 5 and all(v >= 0 for v in parts)
+    assert len(parts) == 6 and all(v >= 0 for v in parts)
     assert sum(parts) <= pot["wall_ratio"] + 1e-9
     assert pot["wall_floor_ratio"] == pytest.approx(sum(parts[:3]))
     assert pot["miner_crypto_seconds"] > 0 and pot["validator_crypto_seconds"] > 0

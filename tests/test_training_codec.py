@@ -406,3 +406,66 @@ def test_fuzz_one_field_of_a_valid_header(
     assert payload == PAYLOADS[mode] or (section == "__metadata__" and action == "replace")
     assert torch.equal(decoded.vector, decode_gradient(TASK, PAYLOADS[mode]).vector)
     assert re.fullmatch(r"[0-9a-f]{64}", decoded.header.model_hash)
+
+
+def test_one_encoding_per_gradient_in_the_data_too() -> None:
+    """The tensor bytes have no free variants either: -0.0 for 0.0, a -0.0 scale, values in a
+    chunk whose scale is 0, or (q/2, 2 x scale) for (q, scale) all decode to the same gradient
+    and are refused; the encoder only ever writes the canonical form."""
+    from safetensors.torch import load
+
+    # dense: -0.0 is refused, and the encoder writes +0.0 for it
+    header, data = _split(PAYLOADS["none"])
+    flat = torch.frombuffer(bytearray(data), dtype=torch.float32).clone()
+    zero = int((flat == 0).nonzero()[0])
+    flat[zero] = -0.0
+    negzero = _raw_payload(header, flat.numpy().tobytes(), raw_json=_compact(header))
+    assert "-0.0" in _expect(negzero, "layout").detail
+    signed = {n: torch.where(t == 0, torch.full_like(t, -0.0), t) for n, t in GRAD.items()}
+    assert encode_gradient(TASK, signed, model_hash=MH, height=5) == PAYLOADS["none"]
+    # int8: the quantizer's invariants
+    meta = _meta(compression="int8", chunk="256")
+    good = dict(load(PAYLOADS["int8"]))
+    scale, q = good["int8.scale"], good["int8.q"]
+    z = int((scale == 0).nonzero()[0])  # a chunk of exact zeros (dead units at the start)
+    neg = {**good, "int8.scale": scale.clone()}
+    neg["int8.scale"][z] = -0.0
+    assert "-0.0" in _expect(_forge(neg, meta), "layout").detail
+    filled = {**good, "int8.q": q.clone()}
+    filled["int8.q"][z * 256] = 5
+    assert "scale is 0" in _expect(_forge(filled, meta), "layout").detail
+    c = int((scale > 0).nonzero()[0])
+    chunk = slice(c * 256, (c + 1) * 256)
+    halved = {**good, "int8.q": q.clone(), "int8.scale": scale.clone()}
+    even = (q[chunk].to(torch.int16) // 2 * 2).to(torch.int8)  # exact halves: (q/2) x (2 scale)
+    halved["int8.q"][chunk] = even // 2
+    halved["int8.scale"][c] = scale[c] * 2
+    assert "127" in _expect(_forge(halved, meta), "layout").detail
+    # chunks of subnormal size are flushed to zero by the encoder and decode
+    from pot_cli.training.state import unflatten
+
+    vec = flatten(GRAD, TASK.param_shapes).clone()
+    vec[:256] = 1e-39  # the whole first chunk: its scale max/127 would be subnormal
+    tiny = unflatten(vec, TASK.param_shapes)
+    payload = encode_gradient(TASK, tiny, model_hash=MH, height=5, compression=Compression("int8"))
+    d = decode_gradient(TASK, payload)
+    assert float(dict(load(payload))["int8.scale"][0]) == 0.0 and not bool(d.vector[:256].any())
+    assert torch.equal(d.vector[256:], decode_gradient(TASK, PAYLOADS["int8"]).vector[256:])
+
+
+def test_encoder_writes_only_what_the_decoder_accepts() -> None:
+    for frac in (1, 0.05, 1 / 3, 0.1 + 0.2):
+        comp = Compression("topk", frac)
+        payload = encode_gradient(TASK, GRAD, model_hash=MH, height=0, compression=comp)
+        assert decode_gradient(TASK, payload).header.compression == comp
+    big = encode_gradient(TASK, GRAD, model_hash=MH, height=10**18 - 1)
+    assert decode_gradient(TASK, big).header.height == 10**18 - 1
+    for bad in (
+        {"model_hash": MH.upper()},
+        {"model_hash": "ab"},
+        {"height": -1},
+        {"height": 10**18},
+    ):
+        kwargs: dict[str, object] = {"model_hash": MH, "height": 5, **bad}
+        with pytest.raises(TrainingError):
+            encode_gradient(TASK, GRAD, **kwargs)  # type: ignore[arg-type]

@@ -37,9 +37,11 @@ Decoding checks, in order, and refuses with :class:`CodecError` (``reason`` code
    metadata and layout [header]: one gradient has exactly one encoding, so its payload hash
    names it (no reordered keys or tensors, extra fields, duplicate keys, ``"05"`` heights or
    ``10.0`` shapes);
-6. finite values [non-finite]; the topk bitmap has exactly k bits set and no padding bit, int8
-   values within the quantizer's range ±127, scales >= 0 [layout]; the dequantized values
-   finite [non-finite].
+6. finite values [non-finite]; no -0.0 in a dense gradient; the topk bitmap has exactly k bits
+   set and no padding bit; int8 values and scales exactly as the quantizer makes them (scales
+   >= +0.0 and normal, every chunk's largest |q| 127, all q 0 where the scale is 0, never -128)
+   [layout]: with 5, the data too has one encoding per gradient; the dequantized values finite
+   [non-finite].
 
 Tensors are built straight from their validated offsets. Nothing else escapes: any other
 failure is reported as [malformed], flagged ``internal`` (a bug: fuzz tests fail on it).
@@ -70,6 +72,8 @@ NUMERICS = ("fp32", "bf16", "fp16")
 HEADER_LIMIT = 16 * 1024
 INT8_CHUNK = 256
 DEFAULT_TOPK_FRACTION = 0.2
+_HEIGHT = re.compile(r"0|[1-9][0-9]{0,17}", re.ASCII)
+_MODEL_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)  # state.model_hash: SHA-256, lowercase hex
 _DTYPE_CODES = {
     torch.float32: "F32",
     torch.float64: "F64",
@@ -97,6 +101,9 @@ class Compression:
             )
         if not 0.0 < self.topk_fraction <= 1.0:
             raise TrainingError(f"topk fraction must be in (0, 1], got {self.topk_fraction}")
+        # a plain float, so the header's repr() of it is the one the decoder rebuilds
+        # (an int 1 would be written "1" and read back as "1.0")
+        object.__setattr__(self, "topk_fraction", float(self.topk_fraction))
 
     @classmethod
     def parse(cls, text: str) -> Compression:
@@ -173,16 +180,47 @@ def max_payload_bytes(task: Task, compression: Compression) -> int:
 # ------------------------------------------------------------------------ compression
 
 
+_FLT_MIN = float(torch.finfo(torch.float32).tiny)  # smallest normal float32
+
+
 def _int8_quantize(vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chunk scale ``max|x| / 127`` and ``q = round(x / scale)``. The result is the only
+    (q, scale) the decoder accepts for these values: every chunk's largest |q| is exactly 127,
+    and a chunk whose scale would be subnormal (values below ~1.5e-36, where the division loses
+    that guarantee) is flushed to zero: scale +0.0, q all 0."""
     n = vec.numel()
     chunks = math.ceil(n / INT8_CHUNK)
     padded = torch.zeros(chunks * INT8_CHUNK, dtype=torch.float32)
     padded[:n] = vec
     blocks = padded.view(chunks, INT8_CHUNK)
     scale = blocks.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale >= _FLT_MIN, scale, torch.zeros_like(scale))
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(blocks / safe.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
+    q = torch.round(blocks / safe.unsqueeze(1)).clamp(-127, 127)
+    q = torch.where(scale.unsqueeze(1) > 0, q, torch.zeros_like(q)).to(torch.int8)
     return q.reshape(-1)[:n].contiguous(), scale.contiguous()
+
+
+def _check_int8_canonical(prefix: str, q: torch.Tensor, scale: torch.Tensor) -> None:
+    """Refuse (q, scale) pairs our quantizer never produces: each is a second encoding of some
+    gradient (q x scale equal, bytes different), a free retry for whoever grinds the
+    spot-check sample."""
+    if bool(torch.signbit(scale).any()):
+        raise _fail("layout", f"negative {prefix} scale (or -0.0)")
+    if bool((q == -128).any()):
+        raise _fail("layout", f"{prefix} value -128 is outside the quantizer's range ±127")
+    chunks = scale.numel()
+    padded = torch.zeros(chunks * INT8_CHUNK, dtype=torch.int16)
+    padded[: q.numel()] = q.to(torch.int16).abs()
+    peak = padded.view(chunks, INT8_CHUNK).amax(dim=1)
+    if bool(((scale == 0) & (peak != 0)).any()):
+        raise _fail("layout", f"{prefix} values in a chunk whose scale is 0")
+    if bool(((scale > 0) & (scale < _FLT_MIN)).any()):
+        raise _fail("layout", f"subnormal {prefix} scale (the quantizer flushes such chunks)")
+    if bool(((scale > 0) & (peak != 127)).any()):
+        raise _fail(
+            "layout", f"a {prefix} chunk's largest |value| is not 127 (its scale is not max/127)"
+        )
 
 
 def _int8_dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -290,10 +328,15 @@ def encode_gradient(
         raise TrainingError(f"{task.name}: gradient names do not match the model's parameters")
     if numerics not in NUMERICS:
         raise TrainingError(f"unknown numerics {numerics!r} (use one of {', '.join(NUMERICS)})")
+    if not _MODEL_HASH.fullmatch(model_hash):
+        raise TrainingError(f"model hash {model_hash!r} is not 64 lowercase hexadecimal digits")
+    if not _HEIGHT.fullmatch(str(height)):
+        raise TrainingError(f"height {height!r} must be an integer in [0, 10^18)")
     header = GradientHeader(task.name, model_hash, int(height), compression, numerics)
     tensors: dict[str, torch.Tensor]
     if compression.mode == "none":
-        tensors = {n: grad[n].to(torch.float32).contiguous() for n in task.param_shapes}
+        # + 0.0 turns -0.0 into +0.0 (IEEE), the one zero the decoder accepts
+        tensors = {n: (grad[n].to(torch.float32) + 0.0).contiguous() for n in task.param_shapes}
     else:
         vec = flatten(grad, task.param_shapes)
         if compression.mode == "int8":
@@ -311,10 +354,6 @@ def encode_gradient(
 
 def _fail(reason: str, detail: str) -> CodecError:
     return CodecError(reason, detail)
-
-
-_HEIGHT = re.compile(r"0|[1-9][0-9]{0,17}", re.ASCII)
-_MODEL_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)  # state.model_hash: SHA-256, lowercase hex
 
 
 def _parse_header(payload: bytes) -> tuple[dict[str, Any], dict[str, str]]:
@@ -501,13 +540,13 @@ def _decode(
     n = task.num_params
     if header.compression.mode == "none":
         vec = flat if dense_in_order else flatten(tensors, task.param_shapes)
+        # -0.0 and +0.0 are the same gradient value: only +0.0 is canonical (the encoder writes it)
+        if bool(((vec == 0) & torch.signbit(vec)).any()):
+            raise _fail("layout", "-0.0 in the gradient (the canonical zero is +0.0)")
     else:
         prefix = header.compression.mode  # "int8" or "topk"
         q, scale = tensors[f"{prefix}.q"], tensors[f"{prefix}.scale"]
-        if bool((scale < 0).any()):
-            raise _fail("layout", f"negative {prefix} scale")
-        if bool((q == -128).any()):
-            raise _fail("layout", f"{prefix} value -128 is outside the quantizer's range ±127")
+        _check_int8_canonical(prefix, q, scale)
         values = _int8_dequantize(q, scale)
         # finite scales can still overflow: 127 x 3e38 is +inf
         if not math.isfinite(float(values.abs().max())):

@@ -217,7 +217,7 @@ def register(bench_app: typer.Typer) -> None:
                 None,
                 [
                     (
-                        "floor (first three rows: training, recomputes, hashing and signing)",
+                        "floor (the first three rows: training, sampled recomputes, crypto)",
                         p["wall_floor_ratio"],
                     ),
                     ("spot checks (recomputed)", p["recomputed"]),

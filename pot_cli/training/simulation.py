@@ -87,6 +87,7 @@ class SimResult:
     honest_gradient_seconds: float
     validator_seconds: float
     recompute_seconds: float
+    sample_recompute_seconds: float  # of which the random spot-check sample
     # SHA-256 of every payload and the Ed25519 signatures: by the miners (commitments) and by
     # the validator (checking them, signing the cut-off). Required by the protocol's security
     # rules, so no faster implementation of anything else removes it.
@@ -162,6 +163,7 @@ class PotSimulation:
         self.honest_rejections: list[str] = []
         self.payload_bytes: list[int] = []
         self.miner_total = self.validator_total = self.recompute_total = 0.0
+        self.sample_recompute_total = 0.0
         self.miner_crypto = self.validator_crypto = 0.0
         self.gradient_total = 0.0  # honest miners' compute_gradient time alone
         self.parallel = self.seconds = 0.0
@@ -293,6 +295,7 @@ class PotSimulation:
             accepted = result.accepted
             self.recomputed += result.recomputed
             self.recompute_total += result.recompute_seconds
+            self.sample_recompute_total += result.sample_recompute_seconds
             for a, v in result.verdicts.items():
                 if a in played:
                     c = self.attacks.setdefault(played[a], AttackCount())
@@ -345,6 +348,7 @@ class PotSimulation:
             honest_gradient_seconds=self.gradient_total,
             validator_seconds=self.validator_total,
             recompute_seconds=self.recompute_total,
+            sample_recompute_seconds=self.sample_recompute_total,
             miner_crypto_seconds=self.miner_crypto,
             validator_crypto_seconds=self.validator_crypto,
             recomputed=self.recomputed,

@@ -129,6 +129,8 @@ class RoundVerification:
     recomputed: int = 0
     seconds: float = 0.0
     recompute_seconds: float = 0.0
+    # of which the random spot-check sample (the rest: flagged submissions outside it)
+    sample_recompute_seconds: float = 0.0
 
     @property
     def rejected(self) -> dict[str, Verdict]:
@@ -303,8 +305,8 @@ def verify_round(
             if prev_best and prev_best[i] >= policy.copy_cosine:
                 flags[a].append(f"copy: cosine {prev_best[i]:.4f} with an earlier round")
 
-    to_check = set(select_spot_checks(seed, addresses, policy.spot_check_rate))
-    to_check |= {a for a in addresses if flags[a]}
+    sample = set(select_spot_checks(seed, addresses, policy.spot_check_rate))
+    to_check = sample | {a for a in addresses if flags[a]}
     accepted: dict[str, Gradient] = {}
 
     def recompute(a: str) -> SpotCheckResult:
@@ -312,9 +314,15 @@ def verify_round(
         return spot_check(task, ctx.params, indices, decoded[a], ctx.compression, policy)
 
     checked = [a for a in addresses if a in to_check]
-    t1 = time.perf_counter()
-    results = {a: recompute(a) for a in checked}
-    t_rec = time.perf_counter() - t1
+    results: dict[str, SpotCheckResult] = {}
+    t_rec = t_sample = 0.0
+    for a in checked:
+        t1 = time.perf_counter()
+        results[a] = recompute(a)
+        dt = time.perf_counter() - t1
+        t_rec += dt
+        if a in sample:
+            t_sample += dt
     recomputed = len(checked)
     for a in addresses:
         d = decoded[a]
@@ -341,4 +349,5 @@ def verify_round(
         recomputed=recomputed,
         seconds=time.perf_counter() - t0,
         recompute_seconds=t_rec,
+        sample_recompute_seconds=t_sample,
     )
