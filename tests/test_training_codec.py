@@ -469,3 +469,35 @@ def test_encoder_writes_only_what_the_decoder_accepts() -> None:
         kwargs: dict[str, object] = {"model_hash": MH, "height": 5, **bad}
         with pytest.raises(TrainingError):
             encode_gradient(TASK, GRAD, **kwargs)  # type: ignore[arg-type]
+
+
+_SPECIAL = st.sampled_from(
+    [0.0, -0.0, 1e-45, -1e-45, 1e-39, 1.2e-38, 1e-30, 1.0, -1.0, 3e38, -3e38]
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.sampled_from(["none", "int8", "topk:0.05", "topk:0.2", "topk:1"]),
+    st.integers(0, 2**31 - 1),
+    st.lists(st.tuples(st.integers(0, TASK.num_params - 1), _SPECIAL), max_size=40),
+    st.sampled_from([0.0, 1e-40, 1e-3, 1.0, 1e20]),
+)
+def test_fuzz_encoder_output_always_decodes(
+    mode: str, seed: int, specials: list[tuple[int, float]], magnitude: float
+) -> None:
+    """Whatever finite gradient a miner encodes (zeros of either sign, subnormals, huge values,
+    whole chunks of tiny ones), the decoder accepts the bytes and reads back what the
+    in-memory compression gives: the canonical-form checks never refuse honest output."""
+    from pot_cli.training.state import unflatten
+
+    gen = torch.Generator().manual_seed(seed)
+    vec = torch.randn(TASK.num_params, generator=gen) * magnitude
+    for i, v in specials:
+        vec[i] = v
+    grad = unflatten(vec, TASK.param_shapes)
+    comp = Compression.parse(mode)
+    payload = encode_gradient(TASK, grad, model_hash=MH, height=7, compression=comp)
+    d = decode_gradient(TASK, payload, expected_compression=comp)
+    expected = flatten(compress_dense(TASK, grad, comp), TASK.param_shapes)
+    assert torch.equal(d.vector, expected)
