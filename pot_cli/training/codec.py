@@ -511,41 +511,36 @@ def _decode(
             "plain integers): one gradient has exactly one payload",
         )
 
-    # The header is fully validated (names, dtypes, shapes, contiguous offsets covering the
-    # data exactly), so the tensors are read straight from their offsets: one copy of the
-    # bytes, no intermediate arrays.
+    # The header is fully validated and canonical (tensors back to back in sorted-name order),
+    # so the tensors are read straight from their offsets: one copy of the bytes, no
+    # intermediate arrays. A dense gradient's data region *is* the flat gradient (the task's
+    # parameters are in sorted-name order too).
     data = bytearray(memoryview(payload)[8 + hlen :])
-    starts = [tensor_header[name]["data_offsets"][0] for name in layout]
-    dense_in_order = header.compression.mode == "none" and starts == sorted(starts)
-    tensors: dict[str, torch.Tensor] = {}
-    if dense_in_order:
-        # The parameters in canonical order, back to back (what our writer produces): the
-        # data region *is* the flat gradient, read with no further copy.
-        flat = torch.frombuffer(data, dtype=torch.float32)
-        tensors = unflatten(flat, task.param_shapes)
-        finite_checks = {"gradient": flat}
-    else:
-        for (name, (dtype, shape)), start in zip(layout.items(), starts, strict=True):
-            count = math.prod(shape)
-            tensors[name] = torch.frombuffer(
-                data, dtype=_TORCH_DTYPES[dtype], count=count, offset=start
-            ).reshape(shape)
-        finite_checks = tensors
-    for name, t in finite_checks.items():
-        # max(|t|) is NaN or Inf exactly when some element is: one fast reduction.
-        if t.dtype.is_floating_point and t.numel() and not math.isfinite(float(t.abs().max())):
-            bad = next((k for k, v in tensors.items() if not bool(torch.isfinite(v).all())), name)
-            raise _fail("non-finite", f"{bad} holds NaN or Inf")
     support: torch.Tensor | None = None
     n = task.num_params
     if header.compression.mode == "none":
-        vec = flat if dense_in_order else flatten(tensors, task.param_shapes)
+        vec = torch.frombuffer(data, dtype=torch.float32)
+        # max(|v|) is NaN or Inf exactly when some element is: one fast reduction.
+        if not math.isfinite(float(vec.abs().max())):
+            gradient = unflatten(vec, task.param_shapes)
+            bad = next(k for k, v in gradient.items() if not bool(torch.isfinite(v).all()))
+            raise _fail("non-finite", f"{bad} holds NaN or Inf")
         # -0.0 and +0.0 are the same gradient value: only +0.0 is canonical (the encoder writes it)
         if bool(((vec == 0) & torch.signbit(vec)).any()):
             raise _fail("layout", "-0.0 in the gradient (the canonical zero is +0.0)")
     else:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, (dtype, shape) in layout.items():
+            tensors[name] = torch.frombuffer(
+                data,
+                dtype=_TORCH_DTYPES[dtype],
+                count=math.prod(shape),
+                offset=tensor_header[name]["data_offsets"][0],
+            ).reshape(shape)
         prefix = header.compression.mode  # "int8" or "topk"
         q, scale = tensors[f"{prefix}.q"], tensors[f"{prefix}.scale"]
+        if not math.isfinite(float(scale.abs().max())):
+            raise _fail("non-finite", f"{prefix}.scale holds NaN or Inf")
         _check_int8_canonical(prefix, q, scale)
         values = _int8_dequantize(q, scale)
         # finite scales can still overflow: 127 x 3e38 is +inf
@@ -558,6 +553,5 @@ def _decode(
             vec = torch.zeros(n, dtype=torch.float32)
             vec[idx] = values
             support = idx
-    if not dense_in_order:
-        tensors = unflatten(vec, task.param_shapes)
+    tensors = unflatten(vec, task.param_shapes)
     return DecodedGradient(header, vec, tensors, support)
