@@ -119,6 +119,10 @@ def _err(
     return err
 
 
+def _lower(old: float | None, new: float) -> float:
+    return new if old is None or new < old else old
+
+
 def calibrate(
     task: Task,
     *,
@@ -192,12 +196,10 @@ def calibrate(
                 if len(history) > 1:
                     one = compute_gradient(task, history[-2], batches[a])
                     e1 = _err(task, one, ref, compression, mh)
-                    if report.stale_one_round_min is None or e1 < report.stale_one_round_min:
-                        report.stale_one_round_min = e1
+                    report.stale_one_round_min = _lower(report.stale_one_round_min, e1)
                 eighth = compute_gradient(task, params, lazy_indices(batches[a], 7 / 8))
                 e8 = _err(task, eighth, ref, compression, mh)
-                if report.lazy_eighth_min is None or e8 < report.lazy_eighth_min:
-                    report.lazy_eighth_min = e8
+                report.lazy_eighth_min = _lower(report.lazy_eighth_min, e8)
                 if len(history) > STALE_LAG:
                     forged["stale"] = compute_gradient(task, history[-1 - STALE_LAG], batches[a])
                 for name, g in forged.items():
