@@ -44,7 +44,7 @@ def _samples() -> list[Any]:
         K.checkpoint(4, "cd" * 32, 1),
         vc,
         nv,
-        FetchState(5, 2),
+        sign(K.ids[2], "pot-sim", FetchState(5, 2)),
         StateReply(sc, (block,), 3),
         StateReply(None, (), 3),
     ]

@@ -1,8 +1,10 @@
 """Byzantine replicas for the simulator: an honest replica whose outgoing messages are rewritten.
 
 Each behaviour signs with the faulty replica's own key (a Byzantine replica cannot forge
-others' signatures), so everything it sends is validly signed and must be rejected on its
-merits. All choices come from the simulator's seeded RNG.
+others' signatures): what it sends is either validly signed and must be rejected on its merits,
+or (the flooder's junk) claims another sender or carries an all-zero signature and must be
+rejected as forged. A behaviour may also send raw wire dicts, which the receiving replica
+parses as untrusted input. All choices come from the simulator's seeded RNG.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from pot_cli.consensus.messages import (
 from pot_cli.crypto import Identity, sha256_hex
 
 Send = tuple[int | None, Message]
+# what a behaviour hands to the network: a message, or a raw (untrusted) wire dict
+Outgoing = tuple[int | None, Message | dict[str, Any]]
+ZERO_SIG = bytes(64)
 
 
 class Behaviour:
@@ -38,8 +43,9 @@ class Behaviour:
         self.cfg = cfg
         self.rng = rng
 
-    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Send]:
-        return sends
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
+        """What to send instead of ``sends`` (``low``, ``view``: the sender's current state)."""
+        return list(sends)
 
     def _sign(self, msg: Any) -> Any:
         return sign(self.identity, self.cfg.chain_id, msg)
@@ -53,8 +59,24 @@ class Silent(Behaviour):
 
     name = "silent"
 
-    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Send]:
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
         return []
+
+
+class SilentInViews(Behaviour):
+    """Honest, except that it sends nothing while its current view is in a random set of views
+    (each of the first ``SILENT_VIEW_SPAN`` views with probability 1/2): a replica that drops out
+    and comes back, as primary or as backup."""
+
+    name = "silent-in-views"
+    SILENT_VIEW_SPAN = 64
+
+    def __init__(self, rid: int, identity: Identity, cfg: ReplicaConfig, rng: random.Random):
+        super().__init__(rid, identity, cfg, rng)
+        self.silent_views = frozenset(v for v in range(self.SILENT_VIEW_SPAN) if rng.random() < 0.5)
+
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
+        return [] if view in self.silent_views else list(sends)
 
 
 class EquivocatingPrimary(Behaviour):
@@ -63,8 +85,8 @@ class EquivocatingPrimary(Behaviour):
 
     name = "equivocating-primary"
 
-    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Send]:
-        out: list[Send] = []
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
+        out: list[Outgoing] = []
         for to, msg in sends:
             if not (to is None and isinstance(msg, PrePrepare) and msg.proposal is not None):
                 out.append((to, msg))
@@ -90,8 +112,8 @@ class DoubleVoter(Behaviour):
 
     name = "double-vote"
 
-    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Send]:
-        out: list[Send] = []
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
+        out: list[Outgoing] = []
         for to, msg in sends:
             out.append((to, msg))
             fake = sha256_hex(f"fake/{self.rng.random()}".encode())
@@ -110,8 +132,8 @@ class BadNewView(Behaviour):
 
     name = "bad-new-view"
 
-    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Send]:
-        out: list[Send] = []
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
+        out: list[Outgoing] = []
         for to, msg in sends:
             if isinstance(msg, NewView):
                 out.append((to, self._corrupt(msg)))
@@ -153,8 +175,8 @@ class OutOfWindow(Behaviour):
 
     name = "out-of-window"
 
-    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Send]:
-        out = list(sends)
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
+        out: list[Outgoing] = list(sends)
         if not sends or self.rng.random() < 0.7:
             return out  # piggyback on real traffic only: faulty replicas must not echo each other
         high = low + self.cfg.watermark_window
@@ -175,10 +197,63 @@ class OutOfWindow(Behaviour):
         return out
 
 
+class Flooder(Behaviour):
+    """Honest traffic plus, piggybacked on some of its real sends (so faulty replicas never
+    echo each other into a storm), a burst of hostile messages:
+
+    * a validly signed VIEW-CHANGE for a far-future view, strictly higher each time (view + 20
+      or more), so no "already seen a higher one" shortcut can skip its checks;
+    * unsigned (all-zero signature) PREPAREs and COMMITs for view + 1 / view + 2 with random
+      sequence numbers and digests, claiming random senders (honest ones included);
+    * FETCH-STATE requests under another replica's name, as raw wire dicts with a bogus
+      signature (a reflection attack: the answer would go to the named replica);
+    * VIEW-CHANGEs under another replica's name with an all-zero signature.
+    """
+
+    name = "flood"
+    P_BURST = 0.3  # chance that a real send carries a burst
+    BURST = (20, 40)  # junk items per burst (each unicast to one other replica)
+    FAR_PER_BURST = (1, 3)  # far-future view-changes per burst (broadcast)
+    FAR_AHEAD = 20
+
+    def __init__(self, rid: int, identity: Identity, cfg: ReplicaConfig, rng: random.Random):
+        super().__init__(rid, identity, cfg, rng)
+        self.far_view = 0
+
+    def outgoing(self, sends: list[Send], low: int, view: int) -> list[Outgoing]:
+        out: list[Outgoing] = list(sends)
+        if not sends or self.rng.random() >= self.P_BURST:
+            return out
+        for _ in range(self.rng.randint(*self.FAR_PER_BURST)):
+            self.far_view = max(self.far_view + 1, view + self.FAR_AHEAD)
+            out.append((None, self._sign(ViewChange(self.far_view, 0, (), (), self.rid))))
+        others = self._others()
+        for _ in range(self.rng.randint(*self.BURST)):
+            out.append((self.rng.choice(others), self._junk(low, view)))
+        return out
+
+    def _junk(self, low: int, view: int) -> Message | dict[str, Any]:
+        kind = self.rng.randrange(10)
+        other = self.rng.choice(self._others())
+        if kind < 7:
+            cls = Prepare if kind % 2 else Commit
+            seq = low + self.rng.randint(1, self.cfg.watermark_window + 2)
+            digest = sha256_hex(f"junk/{self.rng.random()}".encode())
+            sender = self.rng.randrange(self.cfg.n)
+            return cls(view + self.rng.randint(1, 2), seq, digest, sender, ZERO_SIG)
+        if kind < 9:
+            # rejected either way: unsigned FetchState has no "sig" field, signed fails to verify
+            return {"type": "fetch-state", "from_seq": 1, "replica": other, "sig": "00" * 64}
+        vc = ViewChange(view + self.rng.randint(1, 2), 0, (), (), other, ZERO_SIG)
+        return vc.to_dict() if self.rng.random() < 0.5 else vc
+
+
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     "silent-primary": Silent,
     "equivocating-primary": EquivocatingPrimary,
     "double-vote": DoubleVoter,
     "bad-new-view": BadNewView,
     "out-of-window": OutOfWindow,
+    "silent-loss": SilentInViews,
+    "flood": Flooder,
 }

@@ -80,6 +80,8 @@ def valid_view_change(vc: ViewChange, cfg: ReplicaConfig, ver: Verifier) -> bool
         return False
     if len(vc.prepared) > cfg.watermark_window:
         return False
+    if not ver.check(vc):  # first: a forgery costs one verification, not its certificates'
+        return False
     digest = checkpoint_digest_of(vc)
     if vc.stable_seq > 0 and digest is None:
         return False
@@ -88,9 +90,7 @@ def valid_view_change(vc: ViewChange, cfg: ReplicaConfig, ver: Verifier) -> bool
     seqs = [c.pre_prepare.seq for c in vc.prepared]
     if len(set(seqs)) != len(seqs):
         return False
-    if not all(valid_prepared_cert(c, vc.new_view, vc.stable_seq, cfg, ver) for c in vc.prepared):
-        return False
-    return ver.check(vc)
+    return all(valid_prepared_cert(c, vc.new_view, vc.stable_seq, cfg, ver) for c in vc.prepared)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ def sim_consensus(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Deterministic PBFT simulation: seeded network faults, crashes and Byzantine replicas,
-    with agreement, validity, evidence and liveness checked after every event."""
+    with agreement, validity, evidence, durability and bounded memory checked as it runs and
+    liveness at the end."""
     from pot_cli.consensus.simulator import SimConfig, Simulation, plan_seed
     from pot_cli.output import emit_json, error, print_kv, print_table
 

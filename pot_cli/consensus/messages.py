@@ -11,13 +11,15 @@ Signatures
 A signed message is signed with ``Identity.sign_message(domain, chain_id, height, body)`` where
 ``domain`` is ``"pbft/<type>"`` (one domain per message type, so a prepare can never pass for a
 commit), ``height`` is the message's sequence number (``seq``; ``stable_seq`` for a view-change,
-``0`` for a new-view, whose body names its view) and ``body`` is the wire dict without ``sig``.
-The bytes covered are computed once per message object and cached, as is the digest used by the
-verification cache.
+``from_seq`` for a fetch-state, ``0`` for a new-view, whose body names its view) and ``body``
+is the wire dict without ``sig``. Only STATE-REPLY is unsigned: it is a container of things
+proven by their own 2f+1 signatures. The bytes covered are computed once per message object and
+cached, as is the digest used by the verification cache.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +42,10 @@ MAX_PROPOSAL_BYTES = 1 << 20
 MAX_SNAPSHOT_BYTES = 16 << 20
 MAX_JSON_DEPTH = 32
 DIGEST_HEX = 64
+# Overall bound on one message as JSON text (a state reply with the largest snapshot and a few
+# blocks fits; nothing else comes near it). ``parse_wire`` refuses longer text before decoding,
+# ``parse_message`` refuses a dict whose JSON size would exceed it.
+MAX_MESSAGE_BYTES = 24 << 20
 
 
 class MessageError(PotError):
@@ -372,6 +378,11 @@ class CommittedBlock:
             "commits": [c.to_dict() for c in self.commits],
         }
 
+    @cached_property
+    def wire_size(self) -> int:
+        """Bytes of the block as canonical JSON (what it adds to a state reply)."""
+        return len(canonical_bytes(self.to_dict()))
+
 
 @dataclass(frozen=True)
 class StableCheckpoint:
@@ -390,20 +401,36 @@ class StableCheckpoint:
             "snapshot": self.snapshot,
         }
 
+    @cached_property
+    def wire_size(self) -> int:
+        """Bytes of the checkpoint (snapshot included) as canonical JSON."""
+        return len(canonical_bytes(self.to_dict()))
+
 
 @dataclass(frozen=True)
-class FetchState:
-    """Unsigned request for the state after ``from_seq - 1`` (harmless: answers are proven)."""
+class FetchState(Signed):
+    """Signed request for the state after ``from_seq - 1``. Signed so that nobody can make a
+    replica send a (large) state reply to a replica that did not ask for it, and so that the
+    replier rate-limits the real requester."""
 
     TYPE: ClassVar[str] = "fetch-state"
     from_seq: int
     replica: int
+    sig: bytes = b""
 
     @property
     def sender(self) -> int:
         return self.replica
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def height(self) -> int:
+        return self.from_seq
+
+    @property
+    def signature(self) -> bytes:
+        return self.sig
+
+    def body(self) -> dict[str, Any]:
         return {"type": self.TYPE, "from_seq": self.from_seq, "replica": self.replica}
 
 
@@ -562,8 +589,12 @@ def parse_stable_checkpoint(obj: Any, what: str = "checkpoint") -> StableCheckpo
 
 def _parse_fetch_state(obj: Any, what: str) -> FetchState:
     d = _need_dict(obj, what)
-    _check_keys(d, frozenset({"type", "from_seq", "replica"}), what)
-    return FetchState(from_seq=_int(d, "from_seq", what, 1), replica=_int(d, "replica", what))
+    _check_keys(d, frozenset({"type", "from_seq", "replica", "sig"}), what)
+    return FetchState(
+        from_seq=_int(d, "from_seq", what, 1),
+        replica=_int(d, "replica", what),
+        sig=_sig(d, what),
+    )
 
 
 def _parse_state_reply(obj: Any, what: str) -> StateReply:
@@ -592,7 +623,9 @@ _PARSERS: dict[str, Callable[[Any, str], Message]] = {
 def parse_message(obj: Any) -> Message:
     """Parse an untrusted wire dict into a message; raise :class:`MessageError` if malformed.
 
-    Never raises anything else, whatever ``obj`` is.
+    Besides every per-field limit, the whole message must fit in :data:`MAX_MESSAGE_BYTES` as
+    JSON text (measured before any field is parsed). Never raises anything else, whatever
+    ``obj`` is.
     """
     try:
         d = _need_dict(obj, "message")
@@ -600,11 +633,54 @@ def parse_message(obj: Any) -> Message:
         parser = _PARSERS.get(kind) if isinstance(kind, str) else None
         if parser is None:
             raise MessageError(f"message.type: unknown message type {str(kind)[:40]!r}")
+        if json_size_over(d, MAX_MESSAGE_BYTES):
+            raise MessageError(f"message: larger than {MAX_MESSAGE_BYTES} bytes as JSON")
         return parser(d, kind)  # type: ignore[arg-type]
     except MessageError:
         raise
     except (RecursionError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise MessageError(f"message: malformed ({type(exc).__name__})") from None
+
+
+def parse_wire(data: bytes | str) -> Message:
+    """Parse a message as it arrives from the network (JSON text): the size bound is checked
+    before decoding, non-finite numbers and non-UTF-8 bytes are refused."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message: {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+    try:
+        obj = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise MessageError(f"message: not JSON ({type(exc).__name__})") from None
+    return parse_message(obj)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def json_size_over(obj: Any, limit: int) -> bool:
+    """True when ``obj`` as compact JSON text would take more than ``limit`` bytes (a lower
+    estimate: strings count their characters plus quotes, so escapes never make it larger than
+    the truth). Walks iteratively and stops as soon as the limit is passed."""
+    total = 0
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v) + 2
+        elif isinstance(v, dict):
+            total += 1 + len(v)
+            for key, item in v.items():
+                total += (len(key) if isinstance(key, str) else 8) + 3
+                stack.append(item)
+        elif isinstance(v, list | tuple):
+            total += 1 + len(v)
+            stack.extend(v)
+        else:
+            total += 4
+        if total > limit:
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------------- signing

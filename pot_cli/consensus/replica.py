@@ -46,6 +46,7 @@ from pot_cli.consensus.certificates import (
 from pot_cli.consensus.config import ReplicaConfig
 from pot_cli.consensus.evidence import Evidence, conflict_key, conflict_value
 from pot_cli.consensus.messages import (
+    MAX_MESSAGE_BYTES,
     Checkpoint,
     Commit,
     CommittedBlock,
@@ -63,6 +64,7 @@ from pot_cli.consensus.messages import (
     parse_committed_block,
     parse_message,
     parse_stable_checkpoint,
+    parse_wire,
     proposal_digest,
     sign,
 )
@@ -81,10 +83,11 @@ MESSAGE_TYPES = (
     FetchState,
     StateReply,
 )
-MAX_FUTURE = 4096
+MAX_LATE = 4096
 VIEW_BUFFER_AHEAD = 2
 VC_KEEP_AHEAD = 8
 MAX_STATE_BLOCKS = 64
+MAX_EVIDENCE_PER_REPLICA = 16
 
 
 class WalCorruptError(PotError):
@@ -156,7 +159,14 @@ class Replica:
         self._seen: dict[tuple[int, str, int, int], SignedMessage] = {}
         self._late: dict[tuple[int, str, int, int], SignedMessage] = {}
         self._evidence: dict[tuple[int, str, int, int], Evidence] = {}
-        self._future: list[Message] = []
+        # verified normal-case messages for views not yet entered, one per (sender, phase,
+        # view, seq): bounded per sender by construction
+        self._future: dict[tuple[int, str, int, int], PrePrepare | Prepare | Commit] = {}
+        # the view-changes (>= 2f+1, one view) of the highest view this replica saw a quorum
+        # for: relayed to a replica still stuck in a view change for that view or a lower one
+        self._vc_proof: tuple[ViewChange, ...] = ()
+        # when this replica last answered a view-change from a replica behind it (rate limit)
+        self._answered: dict[int, int] = {}
         # timers (not persisted: a restarted replica arms them afresh)
         self._progress_deadline: int | None = None
         # when this replica last saw the current view's primary do new work (accepted a new
@@ -194,12 +204,66 @@ class Replica:
     def committed_block(self, seq: int) -> CommittedBlock | None:
         return self._blocks.get(seq)
 
+    def footprint(self) -> int:
+        """How many messages (and blocks, snapshots, hints) this replica retains: what the
+        simulator checks against :meth:`footprint_bound` while Byzantine replicas flood it."""
+        return sum(self.footprint_by_container().values())
+
+    def footprint_by_container(self) -> dict[str, int]:
+        """:meth:`footprint` per container (for diagnostics)."""
+        return {
+            "entries": sum(1 + len(e.prepares) + len(e.commits) for e in self._entries.values()),
+            "ready": len(self._ready),
+            "blocks": len(self._blocks),
+            "snapshots": len(self._snapshots),
+            "checkpoints": sum(len(slot) for slot in self._checkpoints.values()),
+            "far_checkpoints": len(self._far_checkpoints),
+            "view_changes": sum(len(slot) for slot in self._vcs.values()),
+            "vc_hints": len(self._vc_hint),
+            "new_views": len(self._new_views),
+            "vc_proof": len(self._vc_proof),
+            "own": len(self._own),
+            "seen": len(self._seen),
+            "late": len(self._late),
+            "future": len(self._future),
+            "evidence": len(self._evidence),
+            "served": len(self._served),
+            "answered": len(self._answered),
+        }
+
+    def footprint_bound(self) -> int:
+        """An upper bound on :meth:`footprint` that depends only on the configuration (n, the
+        watermark window L, the checkpoint interval K), whatever the other replicas send:
+        no sender can make a replica keep more than its share."""
+        n, w, k = self.cfg.n, self.cfg.watermark_window, self.cfg.checkpoint_interval
+        cps = w // k + 1
+        # what a state transfer may execute beyond the window before a checkpoint is stable
+        cps_far = (w + MAX_STATE_BLOCKS) // k + 1
+        views = VC_KEEP_AHEAD + 1
+        entries = 2 * w * (1 + 2 * n)  # current view + highest prepared older view, per seq
+        blocks = 2 * (w + MAX_STATE_BLOCKS) + cps_far  # ready, executed above stable, snapshots
+        checkpoints = cps * n + n
+        view_change = views * n + n + views + n  # _vcs, hints, new-views, proof
+        own = 2 * 3 * w + cps_far + views + 1
+        seen = n * (3 * w + cps + views + 1)
+        late = min(MAX_LATE, 2 * w * n)
+        future = n * 3 * (VIEW_BUFFER_AHEAD + 1) * w
+        evidence = n * MAX_EVIDENCE_PER_REPLICA
+        return (
+            entries + blocks + checkpoints + view_change + own + seen + late + future + evidence
+        ) + 2 * n
+
     def step(self, message: Message | Any, now: int) -> Output:
         """Handle one message from the network. Malformed or unacceptable input is rejected
         (listed in ``Output.rejected``), never raised."""
         self._begin(now)
         try:
-            msg = message if isinstance(message, MESSAGE_TYPES) else parse_message(message)
+            if isinstance(message, MESSAGE_TYPES):
+                msg = message
+            elif isinstance(message, bytes | str):
+                msg = parse_wire(message)
+            else:
+                msg = parse_message(message)
             self._handle(msg)
         except (MessageError, EncodingError) as exc:
             self._reject(str(exc))
@@ -324,11 +388,7 @@ class Replica:
         if not self.ver.check(msg):
             return
         ck = conflict_key(msg)
-        key = (msg.sender, *ck)
-        if key not in self._evidence:
-            ev = Evidence(msg.sender, ck[0], ck[1], ck[2], mine, msg)
-            self._evidence[key] = ev
-            self._record("evidence", {"evidence": ev.to_dict()})
+        self._keep_evidence((msg.sender, *ck), Evidence(msg.sender, ck[0], ck[1], ck[2], mine, msg))
 
     def _observe(self, msg: SignedMessage) -> None:
         """Equivocation detection on validly signed messages (call after the signature check).
@@ -348,10 +408,19 @@ class Replica:
                 return
             first = late
             self._seen[key] = late
-        if conflict_value(first) != conflict_value(msg) and key not in self._evidence:
-            ev = Evidence(msg.sender, ck[0], ck[1], ck[2], first, msg)
-            self._evidence[key] = ev
-            self._record("evidence", {"evidence": ev.to_dict()})
+        if conflict_value(first) != conflict_value(msg):
+            self._keep_evidence(key, Evidence(msg.sender, ck[0], ck[1], ck[2], first, msg))
+
+    def _keep_evidence(self, key: tuple[int, str, int, int], ev: Evidence) -> None:
+        """Keep (and log) evidence; at most :data:`MAX_EVIDENCE_PER_REPLICA` per offender: one
+        proof convicts it, and a faulty replica equivocating everywhere must not grow our
+        memory or log without bound."""
+        if key in self._evidence:
+            return
+        if sum(1 for k in self._evidence if k[0] == key[0]) >= MAX_EVIDENCE_PER_REPLICA:
+            return
+        self._evidence[key] = ev
+        self._record("evidence", {"evidence": ev.to_dict()})
 
     def _vote_not_needed(self, msg: Prepare | Commit) -> bool:
         """A vote that matches and arrives after its phase is complete here adds nothing: it is
@@ -363,9 +432,23 @@ class Replica:
             return msg.seq <= self.last_exec or msg.seq in self._ready
         return self.id in e.commits
 
-    def _buffer_future(self, msg: Message, view: int) -> None:
-        if view <= self.view + VIEW_BUFFER_AHEAD and len(self._future) < MAX_FUTURE:
-            self._future.append(msg)
+    def _buffer_future(self, msg: PrePrepare | Prepare | Commit) -> None:
+        """Keep a message for a view this replica has not entered yet (at most
+        ``VIEW_BUFFER_AHEAD`` ahead), after its signature check: a forged message never takes
+        a slot, and each sender holds at most one message per (phase, view, seq) inside the
+        watermarks, so no replica can crowd out another's early messages."""
+        if msg.view > self.view + VIEW_BUFFER_AHEAD:
+            return
+        key = (msg.sender, *conflict_key(msg))
+        if key in self._future:
+            return
+        if isinstance(msg, PrePrepare) and msg.replica != self.cfg.primary(msg.view):
+            self._reject("pre-prepare: not from the primary")
+            return
+        if not self.ver.check(msg):
+            self._reject(f"{msg.TYPE}: invalid signature")
+            return
+        self._future[key] = msg
 
     def _normal_case_gate(self, msg: PrePrepare | Prepare | Commit) -> bool:
         """Watermarks and view: True when the message is for our current, active view."""
@@ -376,7 +459,7 @@ class Replica:
             self._reject(f"{msg.TYPE}: old view {msg.view} < {self.view}")
             return False
         if msg.view > self.view or not self.active:
-            self._buffer_future(msg, msg.view)
+            self._buffer_future(msg)
             return False
         return True
 
@@ -431,7 +514,7 @@ class Replica:
             return
         key = (msg.sender, *conflict_key(msg))
         if key not in self._seen and self._vote_not_needed(msg):
-            if len(self._late) < MAX_FUTURE:
+            if len(self._late) < MAX_LATE:
                 self._late.setdefault(key, msg)
             return
         if not self.ver.check(msg):
@@ -630,6 +713,7 @@ class Replica:
         }
         self._seen = {k: m for k, m in self._seen.items() if not (k[3] and k[3] <= h)}
         self._late = {k: m for k, m in self._late.items() if k[3] > h}
+        self._future = {k: m for k, m in self._future.items() if k[3] > h}
         self._compact = True
         if self.last_exec < h:
             if sc.snapshot is not None:
@@ -653,12 +737,17 @@ class Replica:
         if not force and self._now < self._fetch_after:
             return
         self._fetch_after = self._now + self.cfg.resend_interval
-        self._send(FetchState(self.last_exec + 1, self.id))
+        # signed (not logged: a request commits to nothing), so a reply goes only to a replica
+        # that asked for it and the replier's rate limit counts the real requester
+        self._send(sign(self.identity, self.cfg.chain_id, FetchState(self.last_exec + 1, self.id)))
 
     def _on_fetch_state(self, fs: FetchState) -> None:
         last = self._served.get(fs.replica)
         if last is not None and self._now - last < self.cfg.resend_interval // 2:
             return  # rate limit: at most one answer per requester per half resend interval
+        if not self.ver.check(fs):
+            self._reject("fetch-state: invalid signature")
+            return
         checkpoint = None
         start = fs.from_seq
         if fs.from_seq <= self.low:
@@ -666,11 +755,20 @@ class Replica:
                 return
             checkpoint = self.stable
             start = self.low + 1
-        blocks = tuple(
-            self._blocks[s]
-            for s in range(start, min(self.last_exec, start + MAX_STATE_BLOCKS - 1) + 1)
-            if s in self._blocks
-        )
+        # bounded reply: at most MAX_STATE_BLOCKS blocks and MAX_MESSAGE_BYTES in all (a
+        # checkpoint with a large snapshot leaves room for fewer blocks; the requester asks
+        # again from where the reply ends)
+        budget = MAX_MESSAGE_BYTES - 1024 - (checkpoint.wire_size if checkpoint else 0)
+        picked: list[CommittedBlock] = []
+        for s in range(start, min(self.last_exec, start + MAX_STATE_BLOCKS - 1) + 1):
+            block = self._blocks.get(s)
+            if block is None:
+                break
+            budget -= block.wire_size + 16
+            if budget < 0:
+                break
+            picked.append(block)
+        blocks = tuple(picked)
         if checkpoint is None and not blocks:
             return
         self._served[fs.replica] = self._now
@@ -759,7 +857,7 @@ class Replica:
         self._vcs.setdefault(new_view, {})[self.id] = vc
         self._send(vc)
         self._resend_deadline = self._now + self.cfg.resend_interval
-        self._future = [m for m in self._future if getattr(m, "view", 0) >= new_view]
+        self._future = {k: m for k, m in self._future.items() if k[2] >= new_view}
         self._prune_vcs()
         self._check_vc_quorum(new_view)
 
@@ -767,7 +865,24 @@ class Replica:
         return {"view": self.view, "active": self.active, "backoff": self.backoff}
 
     def _prune_vcs(self) -> None:
-        """Forget what belongs to views below the current one (bounded memory)."""
+        """Forget what belongs to views below the current one (bounded memory). Of the log
+        entries of older views only, per sequence number, the one of the highest view in which
+        it prepared here is kept (the P of a later view-change); our own normal-case messages
+        of older views go with their entries (we never sign for a view we left again)."""
+        best: dict[int, int] = {}
+        for (view, seq), e in self._entries.items():
+            if view < self.view and view > best.get(seq, -1) and self._prepared(e, view):
+                best[seq] = view
+        self._entries = {
+            k: e for k, e in self._entries.items() if k[0] >= self.view or best.get(k[1]) == k[0]
+        }
+        self._own = {
+            k: m
+            for k, m in self._own.items()
+            if k[0] not in (PrePrepare.TYPE, Prepare.TYPE, Commit.TYPE)
+            or k[1] >= self.view
+            or best.get(k[2]) == k[1]
+        }
         self._seen = {
             k: m for k, m in self._seen.items() if k[1] == Checkpoint.TYPE or k[2] >= self.view
         }
@@ -785,27 +900,29 @@ class Replica:
 
     def _on_view_change(self, vc: ViewChange) -> None:
         if vc.new_view < self.view or (vc.new_view == self.view and self.active):
-            # a replica behind us: forward the new-view that started our view (it is signed by
-            # that view's primary, so any replica may relay it)
-            nv = self._new_views.get(self.view)
-            if nv is not None and self.active and vc.new_view == self.view:
-                self._send(nv, vc.replica)
+            self._answer_lagging(vc)
             return
-        if (
-            vc.new_view > self.view + VC_KEEP_AHEAD
-            and self._vc_hint.get(vc.replica, 0) >= vc.new_view
-        ):
-            return
-        if not valid_view_change(vc, self.cfg, self.ver):
-            self._reject(f"view-change from {vc.replica}: invalid")
-            return
-        self._observe(vc)
-        if vc.new_view > self._vc_hint.get(vc.replica, 0):
+        if vc.new_view > self.view + VC_KEEP_AHEAD:
+            # far ahead: only a hint for the join rule (which view that replica claims to be
+            # in); its signature is enough for that, and nothing of it is kept but the hint
+            if self._vc_hint.get(vc.replica, 0) >= vc.new_view:
+                return
+            if not self.ver.check(vc):
+                self._reject(f"view-change from {vc.replica}: invalid signature")
+                return
             self._vc_hint[vc.replica] = vc.new_view
-        if vc.new_view <= self.view + VC_KEEP_AHEAD:
-            slot = self._vcs.setdefault(vc.new_view, {})
-            if vc.replica not in slot:
-                slot[vc.replica] = vc
+        else:
+            old = self._vcs.get(vc.new_view, {}).get(vc.replica)
+            if old is not None and old.sig == vc.sig:
+                return  # a retransmission of what we hold
+            if not valid_view_change(vc, self.cfg, self.ver):
+                self._reject(f"view-change from {vc.replica}: invalid")
+                return
+            self._observe(vc)
+            if vc.new_view > self._vc_hint.get(vc.replica, 0):
+                self._vc_hint[vc.replica] = vc.new_view
+            if old is None:
+                self._vcs.setdefault(vc.new_view, {})[vc.replica] = vc
                 self._record("msg", {"message": vc.to_dict()})
         # join rule: f+1 replicas are in views above ours
         ahead = sorted((v for v in self._vc_hint.values() if v > self.view), reverse=True)
@@ -813,12 +930,49 @@ class Replica:
             self._start_view_change(ahead[self.cfg.f])
         self._check_vc_quorum(self.view)
 
+    def _answer_lagging(self, vc: ViewChange) -> None:
+        """A replica is still trying to reach a view we have already passed (or the view we are
+        active in): help it up, because PBFT's liveness needs every view-change to reach every
+        replica and its sender may never send the one the laggard misses again.
+
+        Active with the new-view of our view: send that NEW-VIEW (signed by its primary, any
+        replica may relay it); the laggard enters our view at once. Otherwise (we are in a view
+        change ourselves): relay the 2f+1 signed VIEW-CHANGEs of the highest view we hold a
+        quorum for, if that view is not below the laggard's; it then joins that view (f+1 rule)
+        with a quorum, which arms its timer. The request is authenticated first and answered at
+        most once per half resend interval per replica, so nobody can use us as an amplifier
+        towards a third party, and one replica's requests cost us bounded traffic."""
+        last = self._answered.get(vc.replica)
+        if last is not None and self._now - last < self.cfg.resend_interval // 2:
+            return
+        if not self.ver.check(vc):
+            self._reject(f"view-change from {vc.replica}: invalid signature")
+            return
+        nv = self._new_views.get(self.view) if self.active else None
+        sends: list[Message]
+        if nv is not None:
+            sends = [nv]
+        elif self._vc_proof and self._vc_proof[0].new_view >= vc.new_view:
+            sends = [m for m in self._vc_proof if m.replica != vc.replica]
+        else:
+            return
+        self._answered[vc.replica] = self._now
+        for m in sends:
+            self._send(m, vc.replica)
+
+    def _keep_vc_proof(self, view_changes: tuple[ViewChange, ...]) -> None:
+        """Remember a quorum of view-changes for one view if it is the highest seen so far."""
+        view = view_changes[0].new_view
+        if not self._vc_proof or view > self._vc_proof[0].new_view:
+            self._vc_proof = view_changes
+
     def _check_vc_quorum(self, view: int) -> None:
         if view != self.view or self.active:
             return
         vcs = self._vcs.get(view, {})
         if len(vcs) < self.cfg.quorum:
             return
+        self._keep_vc_proof(tuple(vcs[r] for r in sorted(vcs)))
         if self._vc_deadline is None:
             self._vc_deadline = self._now + self._timeout()
         if self.cfg.primary(view) == self.id and view not in self._new_views:
@@ -868,6 +1022,7 @@ class Replica:
         self._progress_deadline = None
         self._primary_heard = self._now
         self._new_views[nv.view] = nv
+        self._keep_vc_proof(nv.view_changes)
         self._record("view", self._view_record())
         self._prune_vcs()
         if min_s > self.low and cp_digest is not None:
@@ -880,13 +1035,12 @@ class Replica:
         self.next_seq = max(max_s, self.low) + 1
         for pp in nv.pre_prepares:
             self._advance(pp.view, pp.seq)
-        future, self._future = self._future, []
-        for msg in future:
-            view = getattr(msg, "view", -1)
-            if view == self.view:
-                self._handle(msg)
-            elif view > self.view:
-                self._future.append(msg)
+        future, self._future = self._future, {}
+        for key in sorted(future, key=lambda k: (k[2], k[3], k[1] != PrePrepare.TYPE, k[0])):
+            if key[2] == self.view:
+                self._handle(future[key])
+            elif key[2] > self.view:
+                self._future[key] = future[key]
         self._execute_ready()
 
     # ------------------------------------------------------------------ timers
@@ -985,7 +1139,15 @@ class Replica:
             msgs.extend(slot_vc[r] for r in sorted(slot_vc))
         for view in sorted(self._new_views):
             msgs.append(self._new_views[view])
-        recs.extend({"kind": "msg", "message": m.to_dict()} for m in msgs)
+        msgs.extend(self._vc_proof)
+        # every message this replica signed and may still need (the write-ahead contract: the
+        # last-signed guard must know it after a restart), e.g. an own checkpoint above the
+        # window that is no longer its latest
+        msgs.extend(self._own[k] for k in sorted(self._own))
+        unique: dict[bytes, SignedMessage] = {}
+        for m in msgs:
+            unique.setdefault(m.sig, m)
+        recs.extend({"kind": "msg", "message": m.to_dict()} for m in unique.values())
         recs.extend(
             {"kind": "exec", "block": self._blocks[s].to_dict()}
             for s in sorted(self._blocks)
@@ -1115,5 +1277,10 @@ class Replica:
                         f"says {own.digest[:12]}; refusing to start"
                     )
         self._blocks = {s: b for s, b in self._blocks.items() if s <= self.last_exec}
+        quorums = [tuple(slot[r] for r in sorted(slot)) for slot in self._vcs.values()]
+        quorums.extend(nv.view_changes for nv in self._new_views.values())
+        for view_changes in sorted(quorums, key=lambda q: q[0].new_view if q else -1):
+            if len(view_changes) >= self.cfg.quorum:
+                self._keep_vc_proof(view_changes)
         own_pp = [k[2] for k in self._own if k[0] == PrePrepare.TYPE and k[1] == self.view]
         self.next_seq = max([self.low + 1, self.last_exec + 1, *(s + 1 for s in own_pp)])

@@ -9,7 +9,16 @@ duplicates, delays, reorders and partitions messages, replicas crash and restart
 write-ahead log (keeping or losing the tail of the step they crashed in) and the Byzantine
 replicas of the fault kind misbehave; then the network heals (every message is delivered
 within ``[min_delay, max_delay]``) and every crashed replica is back. Byzantine replicas keep
-misbehaving after the heal (they are at most f).
+misbehaving after the heal (they are at most f), and so do replicas crashed for good.
+
+Fault kinds (:data:`FAULT_KINDS`): network (none, drop, duplicate, reorder, delay, partition),
+crash (crash, crash-lose-tail: restart from the log), adversary (replay, garbage: injected
+old or malformed messages), Byzantine (equivocating-primary, double-vote, bad-new-view,
+out-of-window, silent-primary, twins) and lossy (:data:`LOSSY_FAULTS`: exactly f replicas
+crashed for good, or f silent in a random set of views, or 1..f flooding junk — far-future
+view-changes, forged votes, spoofed fetch-states and view-changes — each with 10-30% drops
+and partitions until the heal). A test can add its own deterministic losses with
+``drop_filter``.
 
 Invariants, checked after every event:
 
@@ -19,7 +28,12 @@ Invariants, checked after every event:
   view) commit;
 * evidence — when an honest replica has been delivered two validly signed, conflicting
   pre-prepares, prepares, commits or checkpoints from one replica for one (view, seq), both while
-  it was processing that view and within its watermarks, it holds evidence of it;
+  it was processing that view and within its watermarks, it holds evidence of it (or already
+  holds the most evidence it keeps against that replica, ``MAX_EVIDENCE_PER_REPLICA``);
+* durability — every consensus message an honest replica signs is in its write-ahead log
+  before it is sent;
+* memory — every ``MEMORY_CHECK_EVERY`` events (10 under flooding) and at the end, no honest
+  replica retains more messages than its ``footprint_bound()``;
 * liveness — after the heal, every honest replica commits all ``blocks`` blocks within
   ``liveness_bound`` virtual time units (checked at the end of the run).
 
@@ -47,11 +61,15 @@ from pot_cli.consensus.messages import (
     Commit,
     Message,
     MessageError,
+    NewView,
     Prepare,
     PrePrepare,
     Signed,
+    ViewChange,
     parse_message,
+    parse_wire,
 )
+from pot_cli.consensus.replica import MAX_EVIDENCE_PER_REPLICA as EVIDENCE_CAP
 from pot_cli.consensus.replica import Output, Replica
 from pot_cli.consensus.signatures import Verifier
 from pot_cli.consensus.wal import MemoryWal
@@ -69,8 +87,17 @@ BYZANTINE_FAULTS = (
     "silent-primary",
     "twins",
 )
-FAULT_KINDS = NETWORK_FAULTS + CRASH_FAULTS + ADVERSARY_FAULTS + BYZANTINE_FAULTS
+# f faulty replicas (crashed for good, silent in some views, or flooding) on a lossy,
+# partitioned network until the heal
+LOSSY_FAULTS = ("crash-loss", "silent-loss", "flood")
+FAULT_KINDS = NETWORK_FAULTS + CRASH_FAULTS + ADVERSARY_FAULTS + BYZANTINE_FAULTS + LOSSY_FAULTS
 DEFAULT_NS = (4, 7, 10)
+LOGGED_TYPES = (PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView)  # write-ahead rule
+MEMORY_CHECK_EVERY = 50  # events between two memory checks (every 10 under flooding)
+# what the network carries: a message, or a raw wire dict (untrusted junk a Byzantine replica
+# made up); the receiving replica parses a dict itself
+Payload = Message | dict[str, Any]
+DropFilter = Callable[[int, int, int, Payload], bool]
 
 
 @dataclass(frozen=True)
@@ -212,14 +239,20 @@ class Simulation:
     """One seeded run. ``run()`` returns a :class:`SimResult`; it never raises on a violation.
 
     ``wal_factory(node_index)`` may supply a durable log (e.g. :class:`SqliteWal`) for a node;
-    by default every node gets a :class:`MemoryWal`.
+    by default every node gets a :class:`MemoryWal`. ``drop_filter(now, src, dst, payload)``
+    (also settable as the attribute of that name) drops a message to one destination when it
+    returns True; it is consulted before the heal only, ahead of the seeded network faults.
     """
 
     def __init__(
-        self, config: SimConfig, wal_factory: Callable[[int], WalStore | None] | None = None
+        self,
+        config: SimConfig,
+        wal_factory: Callable[[int], WalStore | None] | None = None,
+        drop_filter: DropFilter | None = None,
     ) -> None:
         self.sc = config
         self.wal_factory = wal_factory
+        self.drop_filter = drop_filter
         self.rng = random.Random(f"pot-sim/{config.seed}/{config.n}/{config.fault}")
         n = config.n
         self.identities = [sim_identity(i) for i in range(n)]
@@ -264,8 +297,11 @@ class Simulation:
             first = 1 if kind == "bad-new-view" else 0
             for r in range(first, first + count):
                 byz[r] = kind
-        elif kind in ("double-vote", "out-of-window"):
+        elif kind in ("double-vote", "out-of-window", "flood"):
             for r in rng.sample(range(n), rng.randint(1, f)):
+                byz[r] = kind
+        elif kind == "silent-loss":
+            for r in rng.sample(range(n), f):
                 byz[r] = kind
         elif kind == "twins":
             twins = True
@@ -303,7 +339,9 @@ class Simulation:
             self.jitter = rng.randint(20, 80)
         elif kind == "delay":
             self.extra_delay = rng.randint(sc.timeout // 2, 3 * sc.timeout)
-        elif kind == "partition":
+        elif kind in ("partition", *LOSSY_FAULTS):
+            if kind in LOSSY_FAULTS:
+                self.p_drop = rng.uniform(0.1, 0.3)
             t = rng.randint(50, 200)
             while t < sc.chaos_until - 100:
                 self._push(t, "partition", None)
@@ -315,6 +353,11 @@ class Simulation:
                 self._push(t, "crash", (r, kind == "crash-lose-tail"))
         elif kind in ADVERSARY_FAULTS or kind in BYZANTINE_FAULTS:
             self.p_drop = 0.02
+        if kind == "crash-loss":
+            # exactly f replicas crash for good (the worst case: 2f+1 honest replicas left)
+            for r in sorted(rng.sample(range(n), f)):
+                self.nodes[r].honest = False
+                self._push(rng.randint(0, sc.chaos_until // 2), "kill", r)
         if kind == "bad-new-view":
             # force a view change into the Byzantine primary's view: isolate replica 0
             start = rng.randint(50, 150)
@@ -357,6 +400,7 @@ class Simulation:
         for node in self.nodes:
             self._boot(node, restore=False)
         deadline = self.sc.chaos_until + self.sc.liveness_bound
+        every = 10 if self.sc.fault == "flood" else MEMORY_CHECK_EVERY
         try:
             while self.queue:
                 t, _, kind, payload = heapq.heappop(self.queue)
@@ -365,8 +409,11 @@ class Simulation:
                 self.now = t
                 self.events += 1
                 self._dispatch(kind, payload)
+                if self.events % every == 0:
+                    self._check_memory()
                 if self.healed and self._all_done():
                     break
+            self._check_memory()
             if not self._all_done():
                 lag = {
                     n.index: (n.replica.last_exec if n.replica else None)
@@ -506,8 +553,11 @@ class Simulation:
             return
         node.app.now = self.now
         seen_as: Any = msg
-        if isinstance(msg, WireText):  # wire mode: JSON text; the replica parses the dict itself
-            msg = json.loads(msg.text)
+        if isinstance(msg, WireText):  # wire mode: the replica parses the JSON text itself
+            with contextlib.suppress(MessageError):
+                seen_as = parse_wire(msg.text)
+            msg = msg.text
+        elif isinstance(msg, dict):  # what the replica will make of it, for the evidence check
             with contextlib.suppress(MessageError):
                 seen_as = parse_message(msg)
         watch = self._evidence_watch(node, replica, seen_as) if node.honest else None
@@ -518,7 +568,8 @@ class Simulation:
             key, digest = watch
             seen = node.delivered.setdefault(key, set())
             seen.add(digest)
-            if len(seen) > 1 and key not in replica._evidence:
+            convicted = sum(1 for ev in replica.evidence if ev.replica == key[0])
+            if len(seen) > 1 and key not in replica._evidence and convicted < EVIDENCE_CAP:
                 raise InvariantViolation(
                     f"evidence: replica {node.rid} was delivered conflicting {key[1]} messages "
                     f"from replica {key[0]} for view {key[2]} seq {key[3]} but holds no evidence"
@@ -569,10 +620,10 @@ class Simulation:
                 if t0 is not None:
                     self.commit_latencies.append(self.now - t0)
         sends = node.behaviour.outgoing(out.sends, replica.low, replica.view)
-        for to, msg in sends:
-            if isinstance(msg, PrePrepare) and node.honest:
-                self.pp_time.setdefault((msg.view, msg.seq), self.now)
-            self._route(node, to, msg)
+        for to, payload in sends:
+            if isinstance(payload, PrePrepare) and node.honest:
+                self.pp_time.setdefault((payload.view, payload.seq), self.now)
+            self._route(node, to, payload)
         if out.timer is not None and out.timer != node.timer_at:
             node.timer_at = out.timer
             self._push(max(out.timer, self.now), "tick", node.index)
@@ -592,8 +643,8 @@ class Simulation:
         the same step, which the log compaction dropped; the replica can never sign anything at
         those sequence numbers again (they are below its low watermark), so nothing needs it."""
         for _, msg in out.sends:
-            if not isinstance(msg, Signed) or msg.sender != node.rid:
-                continue
+            if not isinstance(msg, LOGGED_TYPES) or msg.sender != node.rid:
+                continue  # e.g. a (signed) fetch-state request: nothing to log
             if msg.signature.hex() in node.logged:
                 continue
             if (
@@ -633,7 +684,9 @@ class Simulation:
             return True
         return False
 
-    def _route(self, src: Node, to: int | None, msg: Message) -> None:
+    def _route(self, src: Node, to: int | None, msg: Payload) -> None:
+        """Send ``msg`` (a message, or a raw wire dict carried opaquely) to ``to`` (None: all
+        other replicas) through the seeded network."""
         keep = self.sc.keep_history or self.sc.fault == "replay"
         if keep and isinstance(msg, Signed) and len(self.history) < 5000:
             self.history.append((self.now, msg))
@@ -644,6 +697,10 @@ class Simulation:
         )
         for dst in dests:
             if not self.healed:
+                if self.drop_filter is not None and self.drop_filter(
+                    self.now, src.rid, dst.rid, msg
+                ):
+                    continue
                 if self.partition is not None and not any(
                     src.rid in g and dst.rid in g for g in self.partition
                 ):
@@ -659,7 +716,7 @@ class Simulation:
                     delay += self.rng.randint(0, self.extra_delay)
                 payload: Any = msg
                 if self.sc.wire:
-                    payload = WireText(json.dumps(msg.to_dict()))
+                    payload = WireText(json.dumps(msg if isinstance(msg, dict) else msg.to_dict()))
                 self._push(self.now + delay, "deliver", (dst.index, payload))
 
     # ------------------------------------------------------------------ adversary
@@ -704,6 +761,21 @@ class Simulation:
                 raise InvariantViolation(
                     f"certificate: block {block.seq} committed by replica {node.rid} does not "
                     "carry a valid 2f+1 commit certificate"
+                )
+
+    def _check_memory(self) -> None:
+        """Bounded memory: no honest replica retains more messages than its config allows,
+        whatever the Byzantine replicas send."""
+        for node in self.nodes:
+            r = node.replica
+            if not node.honest or r is None:
+                continue
+            size, bound = r.footprint(), r.footprint_bound()
+            if size > bound:
+                parts = ", ".join(f"{k}={v}" for k, v in r.footprint_by_container().items() if v)
+                raise InvariantViolation(
+                    f"memory: replica {node.rid} retains {size} messages at t={self.now}, over "
+                    f"its bound of {bound} ({parts})"
                 )
 
     def _check_final_state(self) -> None:
