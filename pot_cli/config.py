@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 import tomli_w
 
 from pot_cli.errors import ConfigError
-from pot_cli.hw.selection import GpuSelectionError, parse_gpu_spec
+from pot_cli.gpu_selection import GpuSelectionError, parse_gpu_spec
 
 Role = Literal["miner", "validator"]
 Compression = Literal["none", "int8", "topk"]

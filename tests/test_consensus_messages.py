@@ -9,11 +9,11 @@ import random
 from typing import Any
 
 import pytest
+from consensus_harness import Keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pot_cli.consensus.app import ChainApp
-from pot_cli.consensus.harness import Keys
 from pot_cli.consensus.messages import (
     CommittedBlock,
     FetchState,
@@ -25,7 +25,7 @@ from pot_cli.consensus.messages import (
     sign,
 )
 from pot_cli.consensus.replica import Replica
-from pot_cli.consensus.simulator import garbage_message
+from pot_cli.sim.consensus import garbage_message
 
 K = Keys()
 

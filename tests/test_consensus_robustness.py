@@ -12,10 +12,10 @@ import json
 from typing import Any
 
 import pytest
+from consensus_harness import CHAIN, Keys
 
 from pot_cli.consensus import messages
 from pot_cli.consensus.app import ChainApp
-from pot_cli.consensus.harness import CHAIN, Keys
 from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,

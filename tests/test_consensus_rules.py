@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from consensus_harness import CHAIN, Keys
 
 from pot_cli.consensus.app import ChainApp
 from pot_cli.consensus.certificates import verify_block
 from pot_cli.consensus.evidence import Evidence, verify_evidence
-from pot_cli.consensus.harness import CHAIN, Keys
 from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,

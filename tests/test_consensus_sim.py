@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from pot_cli.cli import app
 from pot_cli.consensus import config as consensus_config
-from pot_cli.consensus.byzantine import Flooder
 from pot_cli.consensus.messages import PrePrepare, ViewChange
 from pot_cli.consensus.replica import Replica
-from pot_cli.consensus.simulator import (
+from pot_cli.sim.byzantine import Flooder
+from pot_cli.sim.consensus import (
     DEFAULT_NS,
     FAULT_KINDS,
     LOSSY_FAULTS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from consensus_harness import CHAIN, Keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,6 @@ from pot_cli.consensus.certificates import (
     valid_prepared_cert,
     valid_view_change,
 )
-from pot_cli.consensus.harness import CHAIN, Keys
 from pot_cli.consensus.messages import (
     NULL_DIGEST,
     NewView,

@@ -7,13 +7,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from consensus_harness import Keys
 
 from pot_cli.consensus.app import ChainApp
-from pot_cli.consensus.harness import Keys
 from pot_cli.consensus.replica import Replica, WalCorruptError
-from pot_cli.consensus.simulator import SimConfig, Simulation
 from pot_cli.consensus.wal import MemoryWal, SqliteWal, open_replica
 from pot_cli.errors import PotError
+from pot_cli.sim.consensus import SimConfig, Simulation
 
 
 def _baseline_writes(node: int) -> int:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pot_cli.cli import app
+from pot_cli.cli.output import write_json
 from pot_cli.hw.bench import (
     SCHEMA,
     BenchError,
@@ -24,7 +25,6 @@ from pot_cli.hw.bench import (
 )
 from pot_cli.hw.nvml_replay import ReplayBackend
 from pot_cli.hw.power import PowerSampler, nvml_index_for_cuda
-from pot_cli.output import write_json
 
 DATA = Path(__file__).parent / "data" / "nvml"
 TINY = BenchSizes(matmul_n=32, membw_mb=1, copy_mb=1, min_seconds=0.01, task_steps=1, task_warmup=1)

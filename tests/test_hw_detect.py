@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pot_cli.cli import app
+from pot_cli.gpu_selection import GpuSelectionError
 from pot_cli.hw.detect import SCHEMA, DetectReport, detect
 from pot_cli.hw.nvml_replay import ReplayBackend
-from pot_cli.hw.selection import GpuSelectionError
 from pot_cli.hw.system import CpuInfo, scan_pci_gpus
 from pot_cli.hw.verdicts import TaskNeed, TorchBuild
 

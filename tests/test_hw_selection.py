@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pot_cli.errors import UsageError
-from pot_cli.hw.selection import GpuSelectionError, parse_gpu_selection, parse_gpu_spec
+from pot_cli.gpu_selection import GpuSelectionError, parse_gpu_selection, parse_gpu_spec
 
 RIG = list(range(8))
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pot_cli.training.calibration import MIXED_NUMERICS, calibrate, honest_rejections
+from pot_cli.sim.calibration import MIXED_NUMERICS, calibrate, honest_rejections
 from pot_cli.training.codec import Compression
 from pot_cli.training.gradients import Numerics, torch_threads
 from pot_cli.training.tasks import load_task

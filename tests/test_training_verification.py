@@ -9,13 +9,13 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
+from pot_cli.sim.attacks import ATTACKS, STALE_LAG, ForgeContext, attack_for, forge
+from pot_cli.sim.pot import miner_identities
 from pot_cli.training.aggregation import AggregationRule, aggregate
 from pot_cli.training.assignment import assign_batch, round_seed
-from pot_cli.training.attacks import ATTACKS, STALE_LAG, ForgeContext, attack_for, forge
 from pot_cli.training.codec import Compression, encode_gradient
 from pot_cli.training.gradients import Gradient, Numerics, compute_gradient, torch_threads
 from pot_cli.training.optim import apply_update, init_optimizer_state
-from pot_cli.training.simulation import miner_identities
 from pot_cli.training.state import flatten, model_hash
 from pot_cli.training.tasks import Task, load_task
 from pot_cli.training.verification import (

@@ -1,4 +1,5 @@
-"""PBFT consensus for pot: a sans-IO replica, its write-ahead log, and a deterministic simulator.
+"""PBFT consensus for pot: a sans-IO replica, its write-ahead log and host loop (the simulator
+that drives it lives in :mod:`pot_cli.sim.consensus`).
 
 Public entry points (import from the submodules; this package imports nothing eagerly so that
 ``pot --help`` stays fast):
@@ -8,5 +9,5 @@ Public entry points (import from the submodules; this package imports nothing ea
 * :class:`pot_cli.consensus.host.ReplicaHost` and :class:`pot_cli.consensus.wal.SqliteWal`;
 * :func:`pot_cli.consensus.certificates.verify_block` and
   :func:`pot_cli.consensus.evidence.verify_evidence` — offline checks;
-* :class:`pot_cli.consensus.simulator.Simulation` — the seeded simulator behind ``pot sim``.
+* :class:`pot_cli.sim.consensus.Simulation` — the seeded simulator behind ``pot sim``.
 """

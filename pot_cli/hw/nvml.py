@@ -20,11 +20,9 @@ versions), so the backends need not share pynvml's exception classes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 # NVML return codes (nvml.h, nvmlReturn_t); pynvml uses the same numbers.
@@ -310,13 +308,3 @@ _PYNVML_READERS: dict[Field, Callable[[Any, Any], Any]] = {
     Field.PCIE_WIDTH_MAX: lambda nv, h: int(nv.nvmlDeviceGetMaxPcieLinkWidth(h)),
     Field.PERFORMANCE_STATE: lambda nv, h: int(nv.nvmlDeviceGetPerformanceState(h)),
 }
-
-
-def default_backend() -> NvmlBackend:
-    """The real NVML, or the recording named by ``$POT_NVML_REPLAY`` (demos and tests)."""
-    replay = os.environ.get(REPLAY_ENV)
-    if replay:
-        from pot_cli.hw.nvml_replay import ReplayBackend
-
-        return ReplayBackend.from_file(Path(replay))
-    return PynvmlBackend()

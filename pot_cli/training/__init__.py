@@ -1,6 +1,7 @@
-"""Useful work: tasks, batch assignment, gradients, the wire codec, aggregation, verification,
-the centralized baseline and the in-process simulation. Plain functions over tensors, shared by
-miner, validator, simulator and benchmarks (one implementation per idea).
+"""Useful work: tasks, batch assignment, gradients, the wire codec, aggregation, optimizer and
+verification. Plain functions over tensors, shared by miner, validator, simulator and
+benchmarks (one implementation per idea). The centralized baseline, the in-process simulation,
+attacks, calibration and the quality bench live in :mod:`pot_cli.sim`.
 
 Public API (import from the modules; this package imports nothing heavy so ``pot --help``
 stays fast):
@@ -15,6 +16,5 @@ stays fast):
 * ``optim``: ``init_optimizer_state``, ``apply_update`` (pure, bit-reproducible)
 * ``state``: ``model_hash`` — THE model hash
 * ``verification``: ``verify_round(RoundContext, [Submission], VerificationPolicy)``
-* ``baseline``, ``simulation``, ``attacks``, ``calibration``, ``bench``, ``throughput``
-  (``measure_gradient_steps`` for the hardware benchmark)
+* ``throughput``: ``measure_gradient_steps`` for the hardware benchmark
 """

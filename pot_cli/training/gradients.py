@@ -7,7 +7,7 @@ contiguous: the mean loss gradient over the batch.
 :class:`Numerics` describes the honest ways two machines may differ when they compute the same
 gradient: compute precision (fp32, or bf16/fp16 autocast), thread count and the order of the
 samples inside the batch. The spot-check tolerance is calibrated against exactly these
-(see :mod:`pot_cli.training.calibration`).
+(see :mod:`pot_cli.sim.calibration`).
 """
 
 from __future__ import annotations

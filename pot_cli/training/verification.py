@@ -22,7 +22,7 @@ Checks, cheapest first:
    sample's seed hashes the round seed, every submitted payload hash and the round's beacon
    (the primary's signature over the frozen set), so no miner knows it when it submits.
 
-The tolerance is calibrated in :mod:`pot_cli.training.calibration` against the honest
+The tolerance is calibrated in :mod:`pot_cli.sim.calibration` against the honest
 numerical differences of :class:`~pot_cli.training.gradients.Numerics`. Re-computing in the
 declared precision is what makes one tolerance separate honest from forged work: within one
 precision, thread count and batch order move a gradient by at most ~1e-3 (relative L2), while

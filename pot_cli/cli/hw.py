@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pot_cli.context import get_state
+from pot_cli.cli.context import get_state
+from pot_cli.cli.output import console, emit_json, err_console, print_table, save_result, write_json
 from pot_cli.errors import UsageError
-from pot_cli.output import console, emit_json, err_console, print_table, save_result, write_json
 
 if TYPE_CHECKING:
     from pot_cli.hw.bench import BenchResult
@@ -49,8 +49,9 @@ def detect_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Find GPUs through NVML, recognise mining cards and judge them for training."""
-    from pot_cli.hw.detect import detect, render
-    from pot_cli.hw.nvml import default_backend
+    from pot_cli.cli.views import render_detect
+    from pot_cli.hw.backend import default_backend
+    from pot_cli.hw.detect import detect
     from pot_cli.hw.pricing import resolve_price
     from pot_cli.hw.verdicts import installed_torch_build
 
@@ -67,7 +68,7 @@ def detect_command(
     if json_out:
         emit_json(report.to_dict())
     else:
-        render(report)
+        render_detect(report)
 
 
 @contextlib.contextmanager
@@ -76,6 +77,7 @@ def _nvml_sampler(device: str) -> Iterator[tuple[PowerSampler | None, str | None
     import torch
 
     from pot_cli.hw import nvml
+    from pot_cli.hw.backend import default_backend
     from pot_cli.hw.nvml import Field, NvmlNotFound, Unavailable
     from pot_cli.hw.power import PowerSampler, nvml_index_for_cuda
 
@@ -83,7 +85,7 @@ def _nvml_sampler(device: str) -> Iterator[tuple[PowerSampler | None, str | None
     if dev.type != "cuda" or not torch.cuda.is_available():
         yield None, "power is sampled through NVML for CUDA devices only"
         return
-    backend = nvml.default_backend()
+    backend = default_backend()
     try:
         nvml.start(backend)
     except NvmlNotFound as exc:
@@ -168,7 +170,7 @@ def bench_command(
         int | None,
         typer.Option(
             "--copy-mb",
-            help="MB per host<->device copy (default 256, --quick 32).",
+            help="MB per host-to-device copy (default 256, --quick 32).",
             show_default=False,
         ),
     ] = None,
@@ -204,11 +206,11 @@ def bench_command(
     price_per_kwh: PriceOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Result file. Default: <home>/hw/bench-<device>.json."),
+        typer.Option("--out", help="Result file. Default: `<home>/hw/bench-<device>.json`."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Measure matmul TFLOP/s, memory bandwidth, host<->device copies and task samples/s."""
+    """Measure matmul TFLOP/s, memory bandwidth, host-to-device copies and task samples/s."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pot_cli.hw.bench import QUICK_SIZES, BenchSizes, bench_path, parse_device, run_bench
@@ -298,7 +300,7 @@ def record_command(
     ctx: typer.Context,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Where to write. Default: <home>/hw/nvml-recording.json."),
+        typer.Option("--out", help="Where to write. Default: `<home>/hw/nvml-recording.json`."),
     ] = None,
     description: Annotated[
         str, typer.Option("--description", help="A line about the rig (board, risers, PSU).")
@@ -306,7 +308,8 @@ def record_command(
 ) -> None:
     """Record this rig's NVML readings in the replay format (to share, or to test against)."""
     from pot_cli import paths
-    from pot_cli.hw.nvml import REPLAY_ENV, default_backend
+    from pot_cli.hw.backend import default_backend
+    from pot_cli.hw.nvml import REPLAY_ENV
     from pot_cli.hw.recording import record_rig
 
     recording = record_rig(default_backend(), description)

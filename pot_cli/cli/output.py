@@ -90,17 +90,31 @@ def print_table(
     *,
     caption: str | None = None,
 ) -> None:
-    """Print a rich table; numbers right-aligned."""
-    table = Table(title=title, caption=caption, show_lines=False)
+    """Print a rich table that reads at 80 columns and uses more where the terminal has it:
+    numbers right-aligned and never wrapped, the first column (names) never cut, other text
+    columns wrap; the caption is printed below as a paragraph wrapped to the terminal."""
+    table = Table(title=title, show_lines=False)
     numeric = [
         all(isinstance(r[i], int | float) or r[i] is None for r in rows) if rows else False
         for i in range(len(columns))
     ]
-    for name, is_num in zip(columns, numeric, strict=True):
-        table.add_column(name, justify="right" if is_num else "left")
+    for i, (name, is_num) in enumerate(zip(columns, numeric, strict=True)):
+        table.add_column(
+            name,
+            justify="right" if is_num else "left",
+            no_wrap=is_num or i == 0,
+            overflow="fold",
+        )
     for row in rows:
         table.add_row(*(fmt(v) for v in row))
     console.print(table)
+    if caption:
+        note(caption)
+
+
+def note(text: str) -> None:
+    """A paragraph of explanation under a table, wrapped to the terminal's width."""
+    console.print(text, style="dim", markup=False)
 
 
 def print_kv(title: str | None, items: Sequence[tuple[str, Any]]) -> None:

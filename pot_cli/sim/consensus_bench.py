@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pot_cli.consensus.simulator import SimConfig, Simulation
+from pot_cli.sim.consensus import SimConfig, Simulation
 
 THROUGHPUT_GOAL_N4 = 100.0
 

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from pot_cli import crypto, output
+from pot_cli import crypto
+from pot_cli.cli import output
+from pot_cli.cli.context import get_state
 from pot_cli.config import (
     config_from_dict,
     config_to_dict,
@@ -16,7 +18,6 @@ from pot_cli.config import (
     render_config,
     write_config,
 )
-from pot_cli.context import get_state
 from pot_cli.errors import ConfigError, KeyFileError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -28,7 +29,7 @@ def init(
         str, typer.Option("--role", help="miner or validator.", show_default=True)
     ] = "miner",
     name: Annotated[
-        str | None, typer.Option("--name", help="Node name (default: pot-<addr>).")
+        str | None, typer.Option("--name", help="Node name (default: `pot-<addr>`).")
     ] = None,
     chain_id: Annotated[
         str, typer.Option("--chain-id", help="Network to join.", show_default=True)

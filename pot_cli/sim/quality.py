@@ -10,19 +10,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pot_cli.training.aggregation import AggregationRule
-from pot_cli.training.attacks import ATTACKS, MIXED
-from pot_cli.training.baseline import CentralizedResult, CentralizedTrainer
-from pot_cli.training.codec import COMPRESSIONS, Compression, encode_gradient
-from pot_cli.training.errors import TrainingError
-from pot_cli.training.gradients import compute_gradient
-from pot_cli.training.simulation import (
+from pot_cli.sim.attacks import ATTACKS, MIXED
+from pot_cli.sim.baseline import CentralizedResult, CentralizedTrainer
+from pot_cli.sim.pot import (
     AttackCount,
     PotSimulation,
     SimConfig,
     SimResult,
     miner_identities,
 )
+from pot_cli.training.aggregation import AggregationRule
+from pot_cli.training.codec import COMPRESSIONS, Compression, encode_gradient
+from pot_cli.training.errors import TrainingError
+from pot_cli.training.gradients import compute_gradient
 from pot_cli.training.state import model_hash
 from pot_cli.training.tasks import Task
 from pot_cli.training.verification import VerificationPolicy

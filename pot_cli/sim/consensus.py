@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pot_cli.consensus.app import ChainApp
-from pot_cli.consensus.byzantine import BEHAVIOURS, Behaviour
 from pot_cli.consensus.certificates import valid_commit_certificate
 from pot_cli.consensus.config import ReplicaConfig
 from pot_cli.consensus.messages import (
@@ -75,6 +74,7 @@ from pot_cli.consensus.signatures import Verifier
 from pot_cli.consensus.wal import MemoryWal
 from pot_cli.crypto import Identity, sha256
 from pot_cli.errors import UsageError
+from pot_cli.sim.byzantine import BEHAVIOURS, Behaviour
 
 NETWORK_FAULTS = ("none", "drop", "duplicate", "reorder", "delay", "partition")
 CRASH_FAULTS = ("crash", "crash-lose-tail")

@@ -13,9 +13,9 @@ import typer
 from typer.core import TyperGroup
 
 from pot_cli import __version__, paths
-from pot_cli.context import CliState, get_state
+from pot_cli.cli.context import CliState, get_state
+from pot_cli.cli.output import error
 from pot_cli.errors import PotError
-from pot_cli.output import error
 
 PANEL_NODE = "Node set-up"
 PANEL_RIG = "Rig owners"
@@ -68,7 +68,7 @@ def _root(
         typer.Option(
             "--config",
             envvar="POT_CONFIG",
-            help="Config file. Default: <home>/config.toml.",
+            help="Config file. Default: `<home>/config.toml`.",
             show_default=False,
         ),
     ] = None,
@@ -105,12 +105,12 @@ app.add_typer(sim_app, name="sim", rich_help_panel=PANEL_DEV)
 
 
 def _register_all() -> None:
-    # Imported here so that each package's commands live beside its library; these modules
-    # must import heavy dependencies (torch, pynvml) lazily inside the commands.
-    from pot_cli import node_commands
-    from pot_cli.consensus import commands as consensus_commands
-    from pot_cli.hw import commands as hw_commands
-    from pot_cli.training import commands as training_commands
+    # One module per command group; they import heavy dependencies (torch, pynvml) lazily
+    # inside the commands so that ``pot --help`` stays fast.
+    from pot_cli.cli import consensus as consensus_commands
+    from pot_cli.cli import hw as hw_commands
+    from pot_cli.cli import node as node_commands
+    from pot_cli.cli import training as training_commands
 
     node_commands.register(app, config_app, panel=PANEL_NODE)
     hw_commands.register(hw_app)

@@ -20,8 +20,8 @@ from pot_cli.consensus.messages import (
     sign,
 )
 from pot_cli.consensus.replica import Replica
-from pot_cli.consensus.simulator import sim_identity
 from pot_cli.crypto import Identity
+from pot_cli.sim.consensus import sim_identity
 
 CHAIN = "pot-sim"
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 
 from pot_cli.crypto import Identity, hash_object, sha256_hex, verify_signed
+from pot_cli.sim.attacks import ForgeContext, attack_for, forge
 from pot_cli.training.aggregation import AggregationRule, aggregate
 from pot_cli.training.assignment import assign_batch, cut_off_body, round_seed
-from pot_cli.training.attacks import ForgeContext, attack_for, forge
 from pot_cli.training.codec import Compression, encode_gradient
 from pot_cli.training.errors import CodecError, TrainingError
 from pot_cli.training.gradients import Gradient, Numerics, Params, compute_gradient

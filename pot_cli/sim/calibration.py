@@ -30,14 +30,14 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from pot_cli.crypto import hash_object
+from pot_cli.sim.attacks import PERTURBATION, SCALE, STALE_LAG, lazy_indices
+from pot_cli.sim.pot import miner_identities
 from pot_cli.training.aggregation import AggregationRule, aggregate
 from pot_cli.training.assignment import assign_batch, round_seed
-from pot_cli.training.attacks import PERTURBATION, SCALE, STALE_LAG, lazy_indices
 from pot_cli.training.codec import Compression, decode_gradient, encode_gradient
 from pot_cli.training.errors import TrainingError
 from pot_cli.training.gradients import Gradient, Numerics, compute_gradient
 from pot_cli.training.optim import apply_update, init_optimizer_state
-from pot_cli.training.simulation import miner_identities
 from pot_cli.training.state import model_hash
 from pot_cli.training.tasks import Task
 from pot_cli.training.verification import (

@@ -23,7 +23,7 @@ def _parse_ns(text: str) -> tuple[int, ...]:
 
 
 def _parse_faults(text: str) -> tuple[str, ...]:
-    from pot_cli.consensus.simulator import FAULT_KINDS
+    from pot_cli.sim.consensus import FAULT_KINDS
 
     if text == "all":
         return FAULT_KINDS
@@ -57,8 +57,8 @@ def sim_consensus(
     """Deterministic PBFT simulation: seeded network faults, crashes and Byzantine replicas,
     with agreement, validity, evidence, durability and bounded memory checked as it runs and
     liveness at the end."""
-    from pot_cli.consensus.simulator import SimConfig, Simulation, plan_seed
-    from pot_cli.output import emit_json, error, print_kv, print_table
+    from pot_cli.cli.output import emit_json, error, print_kv, print_table
+    from pot_cli.sim.consensus import SimConfig, Simulation, plan_seed
 
     ns = _parse_ns(n)
     faults = _parse_faults(fault)
@@ -169,10 +169,10 @@ def bench_consensus(
 ) -> None:
     """Committed blocks per CPU second and commit latency (n = 4, 7, 10, real Ed25519
     signatures), and view-change latency after a primary crash."""
-    from pot_cli.consensus.bench import run_bench
-    from pot_cli.context import get_state
-    from pot_cli.output import print_table, save_result
+    from pot_cli.cli.context import get_state
+    from pot_cli.cli.output import print_table, save_result
     from pot_cli.paths import bench_result_path
+    from pot_cli.sim.consensus_bench import run_bench
 
     result = run_bench(list(_parse_ns(n)), blocks, vc_runs)
     target = bench_result_path(get_state(ctx).home, "consensus", out)

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from pot_cli.context import get_state
+from pot_cli.cli.context import get_state
+from pot_cli.cli.output import err_console, print_kv, print_table, save_result
 from pot_cli.errors import UsageError
-from pot_cli.output import err_console, print_kv, print_table, save_result
 from pot_cli.paths import bench_result_path
 
 
@@ -79,8 +79,8 @@ def register(bench_app: typer.Typer) -> None:
     ) -> None:
         """Centralized vs PoT-in-simulation vs plain mean without verification: quality, wall
         time, bytes per submission, attacks caught and missed, honest rejections."""
+        from pot_cli.sim.quality import QualityBenchConfig, quality_bench
         from pot_cli.training.aggregation import AggregationRule
-        from pot_cli.training.bench import QualityBenchConfig, quality_bench
         from pot_cli.training.codec import Compression
         from pot_cli.training.gradients import torch_threads
         from pot_cli.training.tasks import load_task
@@ -115,15 +115,7 @@ def register(bench_app: typer.Typer) -> None:
                 f"({conf['byzantine_miners']} Byzantine, {conf['attack']}), "
                 f"{conf['rounds']} rounds, {conf['compression']}, {conf['rule']['name']}, "
                 f"spot-check {conf['spot_check_rate']}",
-                [
-                    "run",
-                    report["metric_name"],
-                    "quality ratio",
-                    "wall s",
-                    "wall ratio",
-                    "rigs wall s",
-                    "rigs ratio",
-                ],
+                ["run", report["metric_name"], "quality", "wall s", "wall ×", "rigs s", "rigs ×"],
                 [
                     ["centralized", c["metric"], 1.0, c["seconds"], 1.0, c["seconds"], 1.0],
                     *(
@@ -136,17 +128,14 @@ def register(bench_app: typer.Typer) -> None:
                             r["parallel_seconds"],
                             r["parallel_wall_ratio"],
                         ]
-                        for label, r in (
-                            ("PoT (verified, robust rule)", p),
-                            ("plain mean, no verification", n),
-                        )
+                        for label, r in (("PoT", p), ("plain mean", n))
                     ),
                 ],
-            )
-            print(
+                caption="PoT: verified submissions, robust aggregation; plain mean: the same "
+                "miners, no verification. quality, wall × and rigs ×: ratio to centralized. "
                 "wall: everything in this one process, one miner after another (the network's "
                 "total work); rigs: per round the slowest miner plus the validator (every "
-                "miner on its own rig, as deployed)."
+                "miner on its own rig, as deployed).",
             )
             if len(report["per_seed"]) > 1:
                 print_table(
@@ -173,7 +162,7 @@ def register(bench_app: typer.Typer) -> None:
                     p["honest_rejected"],
                     p["honest_submitted"] - p["honest_rejected"],
                     "-",
-                    "(wrongly rejected)",
+                    "-",
                     "-",
                 ]
             ]
@@ -193,13 +182,12 @@ def register(bench_app: typer.Typer) -> None:
                 )
             print_table(
                 "Submissions (PoT run): caught = rejected, missed = accepted",
-                ["kind", "sent", "caught", "missed", "missed, re-computed", "caught by", "naive"],
+                ["kind", "sent", "caught", "missed", "missed rc", "caught by", "naive"],
                 rows,
-            )
-            print(
-                "missed, re-computed: forgeries accepted although the validator re-computed "
-                "them (the tolerance's promise: 0); other misses were not in the round's "
-                "spot-check sample. naive: accepted by the plain-mean run without verification."
+                caption="honest: caught = wrongly rejected. missed rc: forgeries accepted "
+                "although the validator re-computed them (the tolerance's promise: 0); other "
+                "misses were not in the round's spot-check sample. naive: accepted by the "
+                "plain-mean run without verification.",
             )
             print_table(
                 "Bytes per submission",
@@ -252,7 +240,7 @@ def register(bench_app: typer.Typer) -> None:
     ) -> None:
         """Honest submissions with mixed numerics (fp32/bf16/fp16, 1-2 threads, shuffled batch
         order), every one re-computed by the validator: how many are wrongly rejected."""
-        from pot_cli.training.calibration import honest_rejections
+        from pot_cli.sim.calibration import honest_rejections
         from pot_cli.training.codec import Compression
         from pot_cli.training.gradients import torch_threads
         from pot_cli.training.tasks import load_task
@@ -324,7 +312,7 @@ def register(bench_app: typer.Typer) -> None:
     ) -> None:
         """Spot-check tolerance calibration: largest honest error per numerics vs smallest
         forged error per forgery."""
-        from pot_cli.training.calibration import calibrate
+        from pot_cli.sim.calibration import calibrate
         from pot_cli.training.codec import Compression
         from pot_cli.training.tasks import load_task
 
