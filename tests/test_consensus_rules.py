@@ -303,7 +303,7 @@ def test_late_votes_skip_verification_but_keep_evidence() -> None:
 
 
 class FailingProposer(ChainApp):
-    def propose(self, seq: int) -> object:
+    def propose(self, seq: int, now: int) -> object:
         raise RuntimeError("disk full")
 
 

@@ -10,8 +10,9 @@ import pytest
 from consensus_harness import Keys
 
 from pot_cli.consensus.app import ChainApp
+from pot_cli.consensus.host import open_replica
 from pot_cli.consensus.replica import Replica, WalCorruptError
-from pot_cli.consensus.wal import MemoryWal, SqliteWal, open_replica
+from pot_cli.consensus.wal import MemoryWal, SqliteWal
 from pot_cli.errors import PotError
 from pot_cli.sim.consensus import SimConfig, Simulation
 
@@ -174,7 +175,7 @@ def test_compaction_bounds_the_log(tmp_path: Path) -> None:
 
 
 def test_replica_host_over_json_with_sqlite_logs(tmp_path: Path) -> None:
-    """Four hosts with SQLite logs exchange JSON dicts through a FIFO queue; one restarts from
+    """Four hosts with SQLite logs exchange JSON text through a FIFO queue; one restarts from
     its file mid-way; all commit the same blocks."""
     import json as _json
     from collections import deque
@@ -185,10 +186,11 @@ def test_replica_host_over_json_with_sqlite_logs(tmp_path: Path) -> None:
     queue: deque[tuple[int, str]] = deque()
 
     def sender(src: int):  # type: ignore[no-untyped-def]
-        def send(to, wire):  # type: ignore[no-untyped-def]
+        def send(to, msg):  # type: ignore[no-untyped-def]
+            text = _json.dumps(msg.to_dict())  # the transport serializes
             for dst in range(4) if to is None else [to]:
                 if dst != src:
-                    queue.append((dst, _json.dumps(wire)))
+                    queue.append((dst, text))
 
         return send
 
@@ -200,10 +202,10 @@ def test_replica_host_over_json_with_sqlite_logs(tmp_path: Path) -> None:
     steps = 0
     while queue:
         dst, text = queue.popleft()
-        hosts[dst].deliver(_json.loads(text), steps)
+        hosts[dst].deliver(text, steps)  # JSON text, parsed by the replica (parse_wire)
         steps += 1
         if steps == 40:
-            hosts[2].wal.close()  # type: ignore[union-attr]
+            hosts[2].log.close()  # type: ignore[attr-defined]
             hosts[2] = make(2)
     heads = {h.replica.app.state_digest() for h in hosts}  # type: ignore[attr-defined]
     assert all(h.replica.last_exec == 6 for h in hosts) and len(heads) == 1

@@ -52,6 +52,15 @@ def sim_consensus(
     wire: Annotated[
         bool, typer.Option("--wire", help="Send every message as JSON text (slower).")
     ] = False,
+    derive_time: Annotated[
+        int,
+        typer.Option(
+            "--derive-time",
+            help="Virtual ms the application takes to re-derive a proposal (validate answers "
+            "PENDING meanwhile), as pot's block validation does.",
+            min=0,
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Deterministic PBFT simulation: seeded network faults, crashes and Byzantine replicas,
@@ -66,7 +75,9 @@ def sim_consensus(
         plan_n, plan_fault = plan_seed(seed, ns, faults)
         run_n = ns[0] if len(ns) == 1 else plan_n
         run_fault = faults[0] if len(faults) == 1 else plan_fault
-        config = SimConfig(seed=seed, n=run_n, fault=run_fault, blocks=blocks, wire=wire)
+        config = SimConfig(
+            seed=seed, n=run_n, fault=run_fault, blocks=blocks, wire=wire, derive_time=derive_time
+        )
         result = Simulation(config).run()
         if as_json:
             emit_json(result.summary())
@@ -86,7 +97,9 @@ def sim_consensus(
     failures: list[dict[str, Any]] = []
     for i, s in enumerate(range(start, start + seeds)):
         run_n, run_fault = plan_seed(s, ns, faults)
-        config = SimConfig(seed=s, n=run_n, fault=run_fault, blocks=blocks, wire=wire)
+        config = SimConfig(
+            seed=s, n=run_n, fault=run_fault, blocks=blocks, wire=wire, derive_time=derive_time
+        )
         result = Simulation(config).run()
         row = stats.setdefault(
             (run_n, run_fault),

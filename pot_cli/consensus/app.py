@@ -5,26 +5,43 @@ proposal is acceptable (``validate``: an honest replica prepares only what it ac
 primary proposes next, how a committed proposal changes its state, and what a checkpoint of that
 state is (digest and JSON snapshot, for state transfer). For pot the proposal is a round's block
 and the validator re-derives it bit for bit before accepting it.
+
+Re-deriving a block takes seconds (re-computes), so ``validate`` may answer ``PENDING``: the
+replica keeps the pre-prepare aside (its view-change timer keeps running, so a primary that
+proposes what nobody can derive is still replaced) and asks again when the host calls
+``Replica.resume(now)``, which the host does when the application's derivation finished. The
+host's time ``now`` is an argument of every call that depends on it; nothing is set on the
+application from outside.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Protocol
 
 from pot_cli.consensus.messages import proposal_digest, snapshot_digest
 from pot_cli.errors import PotError
 
 
+class Validity(Enum):
+    """What ``Application.validate`` answers."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    PENDING = "pending"  # still deriving: ask again after the host calls Replica.resume
+
+
 class Application(Protocol):
-    def validate(self, seq: int, proposal: Any) -> bool:
-        """True when ``proposal`` is acceptable at ``seq`` (deterministic, never raises)."""
+    def validate(self, seq: int, proposal: Any, now: int) -> Validity:
+        """Whether ``proposal`` is acceptable at ``seq`` (deterministic once it is not
+        PENDING; never raises)."""
         ...
 
-    def has_pending(self, seq: int) -> bool:
+    def has_pending(self, seq: int, now: int) -> bool:
         """True when a block is expected at ``seq`` (arms the view-change timer)."""
         ...
 
-    def propose(self, seq: int) -> Any:
+    def propose(self, seq: int, now: int) -> Any:
         """The proposal for ``seq`` when this replica is primary, or None for nothing yet."""
         ...
 
@@ -56,19 +73,46 @@ class ChainApp:
     Proposals are ``{"seq": seq, "data": str}``; ``data`` starting with ``"poison"`` is invalid
     (the simulator's Byzantine primaries use it to test validity). ``target`` bounds how many
     blocks are expected (None: unbounded); with ``round_interval`` block ``s`` is expected from
-    time ``(s - 1) * round_interval`` on, like pot's rounds (the host sets ``now``).
+    time ``(s - 1) * round_interval`` on, like pot's rounds. With ``derive_time`` > 0 a
+    proposal takes that long to "re-derive": ``validate`` answers PENDING until then, and
+    :meth:`take_wakeups` tells the host when to call ``Replica.resume`` (pot's slow validation,
+    in miniature).
     """
 
-    def __init__(self, tag: str = "", target: int | None = None, round_interval: int = 0) -> None:
+    def __init__(
+        self,
+        tag: str = "",
+        target: int | None = None,
+        round_interval: int = 0,
+        derive_time: int = 0,
+    ) -> None:
         self.tag = tag
         self.target = target
         self.round_interval = round_interval
-        self.now = 0
+        self.derive_time = derive_time
         self.height = 0
         self.head = "0" * 64
+        self._deriving: dict[str, int] = {}  # proposal digest -> when its derivation ends
+        self._wakeups: list[int] = []
 
-    def validate(self, seq: int, proposal: Any) -> bool:
-        return ChainApp.valid_proposal(seq, proposal)
+    def validate(self, seq: int, proposal: Any, now: int) -> Validity:
+        if self.derive_time > 0:
+            key = proposal_digest([seq, proposal])
+            done = self._deriving.get(key)
+            if done is None:
+                if len(self._deriving) > 1024:  # bounded: forget the oldest derivations
+                    for old in sorted(self._deriving, key=self._deriving.__getitem__)[:512]:
+                        del self._deriving[old]
+                done = self._deriving[key] = now + self.derive_time
+                self._wakeups.append(done)
+            if now < done:
+                return Validity.PENDING
+        return Validity.VALID if ChainApp.valid_proposal(seq, proposal) else Validity.INVALID
+
+    def take_wakeups(self) -> list[int]:
+        """When derivations started since the last call end (the host resumes the replica)."""
+        out, self._wakeups = self._wakeups, []
+        return out
 
     @staticmethod
     def valid_proposal(seq: int, proposal: Any) -> bool:
@@ -81,13 +125,13 @@ class ChainApp:
             and not proposal["data"].startswith("poison")
         )
 
-    def has_pending(self, seq: int) -> bool:
+    def has_pending(self, seq: int, now: int) -> bool:
         if self.target is not None and seq > self.target:
             return False
-        return self.now >= (seq - 1) * self.round_interval
+        return now >= (seq - 1) * self.round_interval
 
-    def propose(self, seq: int) -> Any:
-        if not self.has_pending(seq):
+    def propose(self, seq: int, now: int) -> Any:
+        if not self.has_pending(seq, now):
             return None
         return {"seq": seq, "data": f"{self.tag}block-{seq}"}
 

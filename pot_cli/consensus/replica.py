@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pot_cli.consensus.app import Application
+from pot_cli.consensus.app import Application, Validity
 from pot_cli.consensus.certificates import (
     check_new_view,
     compute_new_view,
@@ -167,6 +167,8 @@ class Replica:
         self._vc_proof: tuple[ViewChange, ...] = ()
         # when this replica last answered a view-change from a replica behind it (rate limit)
         self._answered: dict[int, int] = {}
+        # pre-prepares the application is still deriving (validate answered PENDING)
+        self._awaiting: dict[tuple[int, int], PrePrepare] = {}
         # timers (not persisted: a restarted replica arms them afresh)
         self._progress_deadline: int | None = None
         # when this replica last saw the current view's primary do new work (accepted a new
@@ -229,6 +231,7 @@ class Replica:
             "evidence": len(self._evidence),
             "served": len(self._served),
             "answered": len(self._answered),
+            "awaiting": len(self._awaiting),
         }
 
     def footprint_bound(self) -> int:
@@ -250,8 +253,10 @@ class Replica:
         future = n * 3 * (VIEW_BUFFER_AHEAD + 1) * w
         evidence = n * MAX_EVIDENCE_PER_REPLICA
         return (
-            entries + blocks + checkpoints + view_change + own + seen + late + future + evidence
-        ) + 2 * n
+            (entries + blocks + checkpoints + view_change + own + seen + late + future + evidence)
+            + 2 * n
+            + w
+        )
 
     def step(self, message: Message | Any, now: int) -> Output:
         """Handle one message from the network. Malformed or unacceptable input is rejected
@@ -492,19 +497,46 @@ class Replica:
         if pp.proposal is None:
             self._reject("pre-prepare: null proposal outside a new-view")
             return
-        if not self._app_accepts(pp.seq, pp.proposal):
+        self._judge_pre_prepare(pp)
+
+    def _judge_pre_prepare(self, pp: PrePrepare) -> None:
+        """Ask the application; accept, reject, or keep the pre-prepare aside while it derives
+        (one per (view, seq) inside the watermarks: bounded)."""
+        validity = self._app_validity(pp.seq, pp.proposal)
+        key = (pp.view, pp.seq)
+        if validity is Validity.PENDING:
+            self._awaiting.setdefault(key, pp)
+            return
+        self._awaiting.pop(key, None)
+        if validity is not Validity.VALID:
             self._reject(f"pre-prepare: application rejected the proposal at {pp.seq}")
+            return
+        e = self._entry(pp.view, pp.seq)
+        if e.pre_prepare is not None:
             return
         e.pre_prepare = pp
         self._primary_heard = self._now
         self._record("msg", {"message": pp.to_dict()})
         self._advance(pp.view, pp.seq)
 
-    def _app_accepts(self, seq: int, proposal: Any) -> bool:
+    def _app_validity(self, seq: int, proposal: Any) -> Validity:
         try:
-            return bool(self.app.validate(seq, proposal))
+            validity = self.app.validate(seq, proposal, self._now)
         except Exception:  # the callback must not be able to crash the replica
-            return False
+            return Validity.INVALID
+        return validity if isinstance(validity, Validity) else Validity.INVALID
+
+    def resume(self, now: int) -> Output:
+        """The application finished a derivation it had answered PENDING for: judge again the
+        pre-prepares kept aside (those of the current view; the others are dropped)."""
+        self._begin(now)
+        awaiting, self._awaiting = self._awaiting, {}
+        for key in sorted(awaiting):
+            pp = awaiting[key]
+            if pp.view == self.view and self.active and self.low < pp.seq <= self.high:
+                self._judge_pre_prepare(pp)
+        self._execute_ready()
+        return self._finish()
 
     def _on_vote(self, msg: Prepare | Commit) -> None:
         if not self._normal_case_gate(msg):
@@ -606,11 +638,11 @@ class Replica:
         while (
             self.next_seq <= self.high
             and self.next_seq <= self.last_exec + self.cfg.max_in_flight
-            and self.app.has_pending(self.next_seq)
+            and self.app.has_pending(self.next_seq, self._now)
         ):
             seq = self.next_seq
             try:
-                proposal = self.app.propose(seq)
+                proposal = self.app.propose(seq, self._now)
             except Exception as exc:  # an application bug must not take the replica down
                 self._reject(f"application propose({seq}) failed: {type(exc).__name__}: {exc}")
                 return
@@ -714,6 +746,7 @@ class Replica:
         self._seen = {k: m for k, m in self._seen.items() if not (k[3] and k[3] <= h)}
         self._late = {k: m for k, m in self._late.items() if k[3] > h}
         self._future = {k: m for k, m in self._future.items() if k[3] > h}
+        self._awaiting = {k: m for k, m in self._awaiting.items() if k[1] > h}
         self._compact = True
         if self.last_exec < h:
             if sc.snapshot is not None:
@@ -858,6 +891,7 @@ class Replica:
         self._send(vc)
         self._resend_deadline = self._now + self.cfg.resend_interval
         self._future = {k: m for k, m in self._future.items() if k[2] >= new_view}
+        self._awaiting = {}
         self._prune_vcs()
         self._check_vc_quorum(new_view)
 
@@ -1046,7 +1080,7 @@ class Replica:
     # ------------------------------------------------------------------ timers
 
     def _pending(self) -> bool:
-        if self.app.has_pending(self.last_exec + 1):
+        if self.app.has_pending(self.last_exec + 1, self._now):
             return True
         return any(
             v == self.view and s > self.last_exec and e.pre_prepare is not None
@@ -1095,7 +1129,7 @@ class Replica:
             if vc is not None:
                 self._send(vc)
             self._resend_deadline = self._now + self.cfg.resend_interval
-            if self.app.has_pending(self.last_exec + 1):
+            if self.app.has_pending(self.last_exec + 1, self._now):
                 self._request_state()  # others may have moved on without us
         else:
             nv = self._new_views.get(self.view)

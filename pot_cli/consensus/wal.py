@@ -21,11 +21,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from pot_cli.consensus.app import Application
-from pot_cli.consensus.config import ReplicaConfig
-from pot_cli.consensus.replica import Output, Replica, WalCorruptError
-from pot_cli.consensus.signatures import Verifier
-from pot_cli.crypto import Identity, canonical_bytes, sha256_hex
+from pot_cli.consensus.replica import Output, WalCorruptError
+from pot_cli.crypto import canonical_bytes, sha256_hex
 
 FORMAT = "pot-pbft-wal/1"
 GENESIS_CHECK = "0" * 64
@@ -183,19 +180,3 @@ class SqliteWal:
 
     def close(self) -> None:
         self._db.close()
-
-
-def open_replica(
-    wal: SqliteWal | MemoryWal,
-    config: ReplicaConfig,
-    replica_id: int,
-    identity: Identity,
-    app: Application,
-    verifier: Verifier | None = None,
-) -> Replica:
-    """A replica from its log: fresh when the log is empty, else replayed (``app`` must be at
-    genesis). Call ``start(now)`` on it, write its output, then send."""
-    records = wal.load()
-    if not records:
-        return Replica(config, replica_id, identity, app, verifier)
-    return Replica.restore(config, replica_id, identity, app, records, verifier)

@@ -47,14 +47,14 @@ import contextlib
 import heapq
 import json
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pot_cli.consensus.app import ChainApp
 from pot_cli.consensus.certificates import valid_commit_certificate
 from pot_cli.consensus.config import ReplicaConfig
+from pot_cli.consensus.host import ReplicaHost, ReplicaLog
 from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,
@@ -124,6 +124,7 @@ class SimConfig:
     crash_primary_at: int | None = None  # crash replica 0 for good at this time (bench)
     measure_cpu: bool = False
     wire: bool = False  # send every message as JSON text and parse it back (the network path)
+    derive_time: int = 0  # virtual time the application takes to re-derive a proposal
 
     def __post_init__(self) -> None:
         if self.fault not in FAULT_KINDS:
@@ -152,6 +153,8 @@ class SimConfig:
             cmd += f" --blocks {self.blocks}"
         if self.wire:
             cmd += " --wire"
+        if self.derive_time:
+            cmd += f" --derive-time {self.derive_time}"
         return cmd
 
 
@@ -209,6 +212,10 @@ def sim_identity(i: int) -> Identity:
     return Identity.from_seed(sha256(f"pot/sim/replica/{i}".encode()))
 
 
+class Crashed(Exception):
+    """The simulated process died while writing its log (raised by :class:`SimLog`)."""
+
+
 @dataclass
 class Node:
     index: int
@@ -217,8 +224,8 @@ class Node:
     app_tag: str
     honest: bool
     behaviour: Behaviour
-    wal: Any = field(default_factory=MemoryWal)
-    replica: Replica | None = None
+    wal: Any = field(default_factory=MemoryWal)  # the durable log (survives crashes)
+    host: ReplicaHost | None = None  # None while crashed or killed
     app: ChainApp | None = None
     timer_at: int | None = None
     crash_armed: bool = False
@@ -228,11 +235,31 @@ class Node:
     delivered: dict[tuple[int, str, int, int], set[str]] = field(default_factory=dict)
     logged: set[str] = field(default_factory=set)  # signatures of own messages in the log
 
+    @property
+    def replica(self) -> Replica | None:
+        return self.host.replica if self.host is not None else None
 
-class WalStore(Protocol):
-    def write(self, out: Output) -> None: ...
 
-    def load(self) -> list[dict[str, Any]]: ...
+class SimLog:
+    """The log a simulated node's :class:`ReplicaHost` writes to: the node's durable log, with
+    crash injection (the process dies part-way through a step's records, keeping or losing
+    the un-fsynced tail) and the bookkeeping of which own messages are logged."""
+
+    def __init__(self, sim: Simulation, node: Node) -> None:
+        self.sim = sim
+        self.node = node
+
+    def load(self) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = self.node.wal.load()
+        return records
+
+    def write(self, out: Output) -> None:
+        node = self.node
+        if node.crash_armed and (out.records or out.compact is not None):
+            self.sim._write_with_crash(node, out)  # raises Crashed when the process dies
+        else:
+            self.sim._wal_write(node, out)
+            node.writes += len(out.records) + (1 if out.compact is not None else 0)
 
 
 class Simulation:
@@ -247,7 +274,7 @@ class Simulation:
     def __init__(
         self,
         config: SimConfig,
-        wal_factory: Callable[[int], WalStore | None] | None = None,
+        wal_factory: Callable[[int], ReplicaLog | None] | None = None,
         drop_filter: DropFilter | None = None,
     ) -> None:
         self.sc = config
@@ -277,6 +304,8 @@ class Simulation:
         self.first_commit_time: dict[int, int] = {}
         self.pp_time: dict[tuple[int, int], int] = {}
         self.commit_latencies: list[int] = []
+        # (time, seq, view) of every commit by an honest replica, in order (benches read it)
+        self.commit_log: list[tuple[int, int, int]] = []
         self.partition: list[set[int]] | None = None
         self.p_drop = self.p_dup = 0.0
         self.jitter = config.max_delay
@@ -396,7 +425,10 @@ class Simulation:
 
     # ------------------------------------------------------------------ running
 
-    def run(self) -> SimResult:
+    def run(self, until: Callable[[Simulation], bool] | None = None) -> SimResult:
+        """Run to the end (every honest replica committed every block after the heal, or the
+        liveness bound passed), or until ``until(self)`` is true after an event (a bench's
+        stop condition; the liveness check is then skipped)."""
         for node in self.nodes:
             self._boot(node, restore=False)
         deadline = self.sc.chaos_until + self.sc.liveness_bound
@@ -411,10 +443,12 @@ class Simulation:
                 self._dispatch(kind, payload)
                 if self.events % every == 0:
                     self._check_memory()
+                if until is not None and until(self):
+                    break
                 if self.healed and self._all_done():
                     break
             self._check_memory()
-            if not self._all_done():
+            if until is None and not self._all_done():
                 lag = {
                     n.index: (n.replica.last_exec if n.replica else None)
                     for n in self.nodes
@@ -425,7 +459,8 @@ class Simulation:
                     f"within {self.sc.liveness_bound} after the heal at {self.sc.chaos_until} "
                     f"(executed: {lag})"
                 )
-            self._check_final_state()
+            if until is None:
+                self._check_final_state()
         except InvariantViolation as exc:
             self.violations.append(str(exc))
         honest = [n for n in self.nodes if n.honest and n.replica is not None]
@@ -465,13 +500,13 @@ class Simulation:
             self._deliver(self.nodes[idx], msg)
         elif kind == "tick":
             node = self.nodes[payload]
-            if node.replica is not None and node.app is not None and node.timer_at == self.now:
+            if node.host is not None and node.timer_at == self.now:
                 node.timer_at = None
-                node.app.now = self.now
-                t0 = time.process_time()
-                out = node.replica.tick(self.now)
-                self.replica_cpu += time.process_time() - t0
-                self._process(node, out)
+                self._call(node, lambda h: h.tick(self.now))
+        elif kind == "resume":
+            node = self.nodes[payload]
+            if node.host is not None:
+                self._call(node, lambda h: h.resume(self.now))
         elif kind == "crash":
             rid, lose = payload
             for node in self.nodes:
@@ -485,11 +520,11 @@ class Simulation:
                 self._crash(node)
         elif kind == "kill":
             node = self.nodes[payload]
-            node.replica = node.app = None
+            node.host = node.app = None
             node.timer_at = None
         elif kind == "restart":
             node = self.nodes[payload]
-            if node.replica is None:
+            if node.host is None:
                 self._boot(node, restore=True)
         elif kind == "partition":
             ids = list(range(self.sc.n))
@@ -508,37 +543,88 @@ class Simulation:
             self.extra_delay = 0
         elif kind == "round":
             for node in self.nodes:
-                if node.replica is not None and node.app is not None:
-                    node.app.now = self.now
-                    self._process(node, node.replica.tick(self.now))
+                if node.host is not None:
+                    self._call(node, lambda h: h.tick(self.now))
         elif kind == "replay":
             self._inject_replay()
         elif kind == "garbage":
             self._inject_garbage()
 
     def _boot(self, node: Node, restore: bool) -> None:
+        """Start (or restart from its log) the node's process: a :class:`ReplicaHost`, the same
+        persist-then-send loop a networked validator runs, with the simulator's checks and
+        Byzantine rewriting as its hooks and the seeded network as its transport."""
         app = ChainApp(
-            tag=node.app_tag, target=self.sc.blocks, round_interval=self.sc.round_interval
+            tag=node.app_tag,
+            target=self.sc.blocks,
+            round_interval=self.sc.round_interval,
+            derive_time=self.sc.derive_time,
         )
-        app.now = self.now
         ver = self.shared if self.sc.shared_verifier else None
         if restore:
-            records = node.wal.load()
-            replica = Replica.restore(self.cfg, node.rid, node.identity, app, records, verifier=ver)
             node.delivered.clear()
             node.logged = {
                 r["message"]["sig"]
-                for r in records
+                for r in node.wal.load()
                 if r["kind"] == "msg" and r["message"]["replica"] == node.rid
             }
-        else:
-            replica = Replica(self.cfg, node.rid, node.identity, app, verifier=ver)
-        node.replica, node.app = replica, app
+        node.app = app
         node.timer_at = None
-        self._process(node, replica.start(self.now))
+
+        def send(to: int | None, payload: Any) -> None:
+            if isinstance(payload, PrePrepare) and node.honest:
+                self.pp_time.setdefault((payload.view, payload.seq), self.now)
+            self._route(node, to, payload)
+
+        def rewrite(replica: Replica, sends: list[tuple[int | None, Message]]) -> list[Any]:
+            return node.behaviour.outgoing(sends, replica.low, replica.view)
+
+        try:
+            node.host = ReplicaHost(
+                self.cfg,
+                node.rid,
+                node.identity,
+                app,
+                SimLog(self, node),
+                send,
+                self.now,
+                verifier=ver,
+                on_output=lambda replica, out: self._after_write(node, replica, out),
+                rewrite=rewrite,
+            )
+        except Crashed:
+            self._crash(node)
+            return
+        self._after_call(node)
+
+    def _call(self, node: Node, action: Callable[[ReplicaHost], Any]) -> None:
+        """One input to a node's host; a crash while it writes its log ends the process."""
+        host = node.host
+        assert host is not None
+        before = host.replica_seconds
+        try:
+            action(host)
+        except Crashed:
+            self.replica_cpu += host.replica_seconds - before
+            self._crash(node)
+            return
+        self.replica_cpu += host.replica_seconds - before
+        self._after_call(node)
+
+    def _after_call(self, node: Node) -> None:
+        """Arm the node's timer and the application's derivation wake-ups."""
+        host = node.host
+        if host is None:
+            return
+        if host.next_timer is not None and host.next_timer != node.timer_at:
+            node.timer_at = host.next_timer
+            self._push(max(host.next_timer, self.now), "tick", node.index)
+        if node.app is not None:
+            for t in node.app.take_wakeups():
+                self._push(max(t, self.now), "resume", node.index)
 
     def _crash(self, node: Node) -> None:
-        node.replica = None
+        node.host = None
         node.app = None
         node.crash_armed = False
         node.timer_at = None
@@ -549,9 +635,8 @@ class Simulation:
 
     def _deliver(self, node: Node, msg: Any) -> None:
         replica = node.replica
-        if replica is None or node.app is None:
+        if replica is None:
             return
-        node.app.now = self.now
         seen_as: Any = msg
         if isinstance(msg, WireText):  # wire mode: the replica parses the JSON text itself
             with contextlib.suppress(MessageError):
@@ -561,9 +646,7 @@ class Simulation:
             with contextlib.suppress(MessageError):
                 seen_as = parse_message(msg)
         watch = self._evidence_watch(node, replica, seen_as) if node.honest else None
-        t0 = time.process_time()
-        out = replica.step(msg, self.now)
-        self.replica_cpu += time.process_time() - t0
+        self._call(node, lambda h: h.deliver(msg, self.now))
         if watch is not None:
             key, digest = watch
             seen = node.delivered.setdefault(key, set())
@@ -574,7 +657,6 @@ class Simulation:
                     f"evidence: replica {node.rid} was delivered conflicting {key[1]} messages "
                     f"from replica {key[0]} for view {key[2]} seq {key[3]} but holds no evidence"
                 )
-        self._process(node, out)
 
     def _evidence_watch(
         self, node: Node, r: Replica, msg: Any
@@ -600,33 +682,19 @@ class Simulation:
             return None
         return (msg.replica, msg.TYPE, msg.view, msg.seq), msg.digest
 
-    def _process(self, node: Node, out: Output) -> None:
-        """Persist (maybe crashing part-way), then check invariants, then send."""
-        replica = node.replica
-        assert replica is not None
-        if node.crash_armed and (out.records or out.compact is not None):
-            if self._write_with_crash(node, out):
-                return
-        else:
-            self._wal_write(node, out)
-            node.writes += len(out.records) + (1 if out.compact is not None else 0)
+    def _after_write(self, node: Node, replica: Replica, out: Output) -> None:
+        """The host's hook between the durable write and the sends: invariant checks and the
+        commit-latency bookkeeping."""
         if node.honest:
             self._check_commits(node, out)
             self._check_durable(node, replica, out)
         for block in out.committed:
             self.first_commit_time.setdefault(block.seq, self.now)
             if node.honest:
+                self.commit_log.append((self.now, block.seq, block.view))
                 t0 = self.pp_time.get((block.view, block.seq))
                 if t0 is not None:
                     self.commit_latencies.append(self.now - t0)
-        sends = node.behaviour.outgoing(out.sends, replica.low, replica.view)
-        for to, payload in sends:
-            if isinstance(payload, PrePrepare) and node.honest:
-                self.pp_time.setdefault((payload.view, payload.seq), self.now)
-            self._route(node, to, payload)
-        if out.timer is not None and out.timer != node.timer_at:
-            node.timer_at = out.timer
-            self._push(max(out.timer, self.now), "tick", node.index)
 
     def _wal_write(self, node: Node, out: Output) -> None:
         node.wal.write(out)
@@ -657,8 +725,8 @@ class Simulation:
                 "its write-ahead log"
             )
 
-    def _write_with_crash(self, node: Node, out: Output) -> bool:
-        """Write records one by one; crash at the armed write point. True when it crashed."""
+    def _write_with_crash(self, node: Node, out: Output) -> None:
+        """Write records one by one; crash (raise :class:`Crashed`) at the armed write point."""
         units: list[Output] = []
         if out.compact is not None:
             units.append(Output(compact=out.compact))
@@ -675,14 +743,11 @@ class Simulation:
                 if node.lose_tail and memory:
                     # what this step wrote was never fsynced: the disk keeps the old log
                     node.wal.records = before
-                self._crash(node)
-                return True
+                raise Crashed
             self._wal_write(node, unit)
             node.writes += 1
         if target is not None and target[0] == node.index and node.writes >= target[1]:
-            self._crash(node)
-            return True
-        return False
+            raise Crashed
 
     def _route(self, src: Node, to: int | None, msg: Payload) -> None:
         """Send ``msg`` (a message, or a raw wire dict carried opaquely) to ``to`` (None: all

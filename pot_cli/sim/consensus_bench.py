@@ -114,24 +114,13 @@ def bench_view_change(n: int = 4, runs: int = 20) -> dict[str, Any]:
 
 def _first_commit_after_view_change(sim: Simulation, crash_at: int) -> int | None:
     """Run until some honest replica commits a block proposed in a view > 0."""
-    import heapq
-
-    for node in sim.nodes:
-        sim._boot(node, restore=False)
     limit = crash_at + 20 * sim.sc.timeout
-    while sim.queue:
-        t, _, kind, payload = heapq.heappop(sim.queue)
-        if t > limit:
-            return None
-        sim.now = t
-        sim._dispatch(kind, payload)
-        for node in sim.nodes:
-            if node.honest and node.replica is not None and node.replica.view > 0:
-                for seq in sorted(node.replica._blocks):
-                    block = node.replica._blocks[seq]
-                    if block.view > 0:
-                        return sim.now
-    return None
+
+    def done(s: Simulation) -> bool:
+        return s.now > limit or any(view > 0 for _, _, view in s.commit_log)
+
+    sim.run(until=done)
+    return next((t for t, _, view in sim.commit_log if view > 0 and t <= limit), None)
 
 
 def run_bench(ns: list[int], blocks: int, vc_runs: int) -> dict[str, Any]:
