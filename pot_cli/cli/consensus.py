@@ -134,8 +134,8 @@ def sim_consensus(
     else:
         rows = [
             [
-                k[0],
                 k[1],
+                k[0],
                 v["runs"],
                 v["failed"],
                 v["events"] // max(1, v["runs"]),
@@ -143,22 +143,24 @@ def sim_consensus(
                 v["evidence"],
                 v["transfers"],
             ]
-            for k, v in sorted(stats.items())
+            for k, v in sorted(stats.items(), key=lambda kv: (kv[0][1], kv[0][0]))
         ]
         print_table(
             f"consensus simulation: {seeds} seeds from {start}, {len(failures)} failed, "
             f"{cpu:.1f} s CPU",
             [
-                "n",
                 "fault",
+                "n",
                 "runs",
                 "failed",
-                "events/run",
+                "events per run",
                 "view changes",
-                "evidence",
-                "state transfers",
+                "evid.",
+                "state xfers",
             ],
             rows,
+            caption="view changes, evid. (equivocation proofs) and state xfers (state "
+            "transfers): totals over the honest replicas of all runs of the row.",
         )
     if failures:
         for fl in failures:

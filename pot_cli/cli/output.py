@@ -91,22 +91,31 @@ def print_table(
     caption: str | None = None,
 ) -> None:
     """Print a rich table that reads at 80 columns and uses more where the terminal has it:
-    numbers right-aligned and never wrapped, the first column (names) never cut, other text
-    columns wrap; the caption is printed below as a paragraph wrapped to the terminal."""
+    numbers right-aligned and never broken, names in the first column kept whole (up to 28
+    characters), other long words folded rather than cut; headers wrap. The caption is
+    printed below as a paragraph wrapped to the terminal."""
     table = Table(title=title, show_lines=False)
-    numeric = [
-        all(isinstance(r[i], int | float) or r[i] is None for r in rows) if rows else False
-        for i in range(len(columns))
-    ]
-    for i, (name, is_num) in enumerate(zip(columns, numeric, strict=True)):
+    cells = [[fmt(v) for v in row] for row in rows]
+    natural = sum(
+        max([len(name), *(len(row[i]) for row in cells)]) + 3 for i, name in enumerate(columns)
+    )
+    narrow = natural + 1 > console.width  # only then do number headers wrap
+    for i, name in enumerate(columns):
+        numeric = bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
+        longest = max((len(row[i]) for row in cells), default=0)
+        header_word = max((len(word) for word in name.split()), default=1)
         table.add_column(
             name,
-            justify="right" if is_num else "left",
-            no_wrap=is_num or i == 0,
+            justify="right" if numeric else "left",
+            # names in the first column stay whole; a number column is as wide as its widest
+            # number or header word (its header wraps between words); other long words fold
+            # instead of being cut to an ellipsis
+            min_width=min(longest, 28) if i == 0 else None,
+            max_width=max(longest, header_word) if numeric and narrow else None,
             overflow="fold",
         )
-    for row in rows:
-        table.add_row(*(fmt(v) for v in row))
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
     if caption:
         note(caption)
