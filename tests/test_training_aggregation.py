@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pot_cli.training.aggregation import AggregationRule, aggregate, aggregate_vectors, sort_rows
+from pot_cli.training.aggregation import (
+    AggregationRule,
+    aggregate,
+    aggregate_flat,
+    aggregate_vectors,
+    sort_rows,
+)
 from pot_cli.training.errors import TrainingError
 from pot_cli.training.gradients import torch_threads
 from pot_cli.training.optim import apply_update, init_optimizer_state
@@ -144,18 +150,35 @@ for name in sys.argv[3:]:
 RULE_NAMES = ("mean", "clipped_mean", "trimmed_mean", "median", "multi_krum")
 
 
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_flat_vectors_and_per_parameter_gradients_aggregate_to_the_same_bits(rule: str) -> None:
+    shapes = {"a": (2, 3), "b": (4,)}
+    gen = torch.Generator().manual_seed(3)
+    grads = {
+        f"m{i}": {n: torch.randn(s, generator=gen) * (1 + 3 * (i == 2)) for n, s in shapes.items()}
+        for i in range(6)
+    }
+    flat = {k: torch.cat([g["a"].reshape(-1), g["b"]]) for k, g in grads.items()}
+    by_dict = aggregate(AggregationRule(rule), grads, shapes)
+    by_flat = aggregate_flat(AggregationRule(rule), dict(reversed(flat.items())), shapes)
+    assert list(by_flat) == list(shapes)
+    for n in shapes:
+        assert by_flat[n].shape == shapes[n] and torch.equal(by_flat[n], by_dict[n])
+
+
 def _updates(task: Task, blobs: list[bytes]) -> list[str]:
     """Decode the same bytes, aggregate with each rule and take two optimizer steps."""
     from pot_cli.training.codec import decode_gradient
     from pot_cli.training.state import model_hash
 
-    grads = {f"m{i}": decode_gradient(task, b).gradient for i, b in enumerate(blobs)}
+    # the validator's path: decoded flat vectors straight into the rule
+    vectors = {f"m{i}": decode_gradient(task, b).vector for i, b in enumerate(blobs)}
     out = []
     for rule in RULE_NAMES:
         p = task.initial_params()
         s = init_optimizer_state(task.optimizer, p)
         for _ in range(2):
-            agg = aggregate(AggregationRule(rule), grads, task.param_shapes)
+            agg = aggregate_flat(AggregationRule(rule), vectors, task.param_shapes)
             p, s = apply_update(task.optimizer, p, s, agg)
         out.append(f"{rule}:{model_hash(p)}:{s.hash()}")
     return out

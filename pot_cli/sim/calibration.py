@@ -32,7 +32,7 @@ import torch
 from pot_cli.crypto import hash_object
 from pot_cli.sim.attacks import PERTURBATION, SCALE, STALE_LAG, lazy_indices
 from pot_cli.sim.pot import miner_identities
-from pot_cli.training.aggregation import AggregationRule, aggregate
+from pot_cli.training.aggregation import AggregationRule, aggregate, aggregate_flat
 from pot_cli.training.assignment import assign_batch, round_seed
 from pot_cli.training.codec import Compression, decode_gradient, encode_gradient
 from pot_cli.training.errors import TrainingError
@@ -300,7 +300,7 @@ def honest_rejections(
                 rejected += 1
                 rejections.append(f"round {h} {a[:12]}: {v.check}: {v.reason}")
         if result.accepted:
-            agg = aggregate(rule, result.accepted, task.param_shapes)
+            agg = aggregate_flat(rule, result.accepted, task.param_shapes)
             params, state = apply_update(task.optimizer, params, state, agg)
         if progress is not None:
             progress(done, submissions, rejected)

@@ -3,10 +3,13 @@ validator in one process, round after round, on one task.
 
 Per round: every miner gets its batch from (round seed, address), computes the gradient with
 :func:`compute_gradient` (Byzantine ones forge with :mod:`attacks` instead), encodes it and
-signs a commitment over (model hash, payload hash). The validator checks signatures, runs
-:func:`verify_round`, aggregates the accepted gradients with the rule and applies the optimizer:
-exactly what every PBFT validator computes (deterministically, so one validator's work stands
-for all of them; they run in parallel in a real network).
+signs a commitment over (model hash, payload hash) (``protocol.commitments``). The validator is
+a driver of THE round, :class:`~pot_cli.protocol.round.RoundMachine`: it feeds the signed
+submissions in (the machine hashes each payload once and checks its commitment), ticks past the
+deadline (the set freezes), signs the cut-off beacon, runs :func:`verify_round` when the machine
+asks for it and feeds the result back; then it aggregates the accepted flat gradients with the
+rule and applies the optimizer: exactly what every PBFT validator computes (deterministically,
+so one validator's work stands for all of them; they run in parallel in a real network).
 
 Timing: ``seconds`` is the rounds in one process, one miner after another (the total work);
 ``parallel_seconds`` is the critical path of a deployed network, where miners work at the same
@@ -22,11 +25,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pot_cli.crypto import Identity, hash_object, sha256_hex, verify_signed
+from pot_cli.crypto import Identity, hash_object
+from pot_cli.protocol.commitments import sign_commitment, sign_cut_off
+from pot_cli.protocol.round import (
+    Action,
+    FreezeSet,
+    RoundMachine,
+    RoundParams,
+    RoundVerified,
+    StartVerification,
+    SubmissionReceived,
+    SubmissionRefused,
+    Tick,
+    VerificationFinished,
+)
 from pot_cli.sim.attacks import ForgeContext, attack_for, forge
-from pot_cli.training.aggregation import AggregationRule, aggregate
-from pot_cli.training.assignment import assign_batch, cut_off_body, round_seed
-from pot_cli.training.codec import Compression, encode_gradient
+from pot_cli.training.aggregation import AggregationRule, aggregate_flat
+from pot_cli.training.assignment import assign_batch, round_seed
+from pot_cli.training.codec import Compression, encode_gradient, max_payload_bytes
 from pot_cli.training.errors import CodecError, TrainingError
 from pot_cli.training.gradients import Gradient, Numerics, Params, compute_gradient
 from pot_cli.training.optim import apply_update, init_optimizer_state
@@ -34,14 +50,20 @@ from pot_cli.training.state import flatten, model_hash
 from pot_cli.training.tasks import Task
 from pot_cli.training.verification import (
     RoundContext,
+    RoundVerification,
     Submission,
+    Verdict,
     VerificationPolicy,
     verify_round,
 )
 
-SIGN_DOMAIN = "pot/gradient"
-CUT_OFF_DOMAIN = "pot/cut-off"
 CHAIN_ID = "pot-sim"
+# The round machine's clock in the simulation: miners submit at 0, the deadline is 1.
+DEADLINE = 1
+# The intake bound on a payload (a node's transport bound): generous, so that a signed oversize
+# payload reaches verification, where the codec's exact limit refuses it with a (penalised)
+# verdict, as the attack bench counts it; the intake bound only stops absurd sizes unhashed.
+INTAKE_LIMIT_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -118,9 +140,10 @@ def byzantine_set(addresses: Sequence[str], fraction: float, seed: str) -> list[
     return sorted(ranked[:k])
 
 
-def _naive_decode(cfg: SimConfig, payload: bytes) -> Gradient | None:
+def _naive_decode(cfg: SimConfig, payload: bytes) -> torch.Tensor | None:
     """The naive system's decoding: whatever safetensors parses into the right names and shapes,
-    no size, finiteness or header checks. ``None`` when it cannot even be used."""
+    no size, finiteness or header checks, as one flat vector. ``None`` when it cannot even be
+    used."""
     from pot_cli.training.codec import decode_gradient
 
     try:
@@ -130,14 +153,44 @@ def _naive_decode(cfg: SimConfig, payload: bytes) -> Gradient | None:
     except Exception:
         return None
     try:
-        return decode_gradient(cfg.task, payload).gradient
+        return decode_gradient(cfg.task, payload).vector
     except CodecError as exc:
         if exc.reason not in ("non-finite", "oversize"):
             return None
     shapes = cfg.task.param_shapes
     if all(n in raw and tuple(raw[n].shape) == s for n, s in shapes.items()):
-        return {n: raw[n].to(torch.float32) for n in shapes}
+        return flatten(raw, shapes)
     return None
+
+
+def _naive_verification(cfg: SimConfig, submissions: Sequence[Submission]) -> RoundVerification:
+    """The naive system in place of ``verify_round``: every usable payload is accepted."""
+    verdicts: dict[str, Verdict] = {}
+    accepted: dict[str, torch.Tensor] = {}
+    for s in submissions:
+        vec = _naive_decode(cfg, s.payload)
+        if vec is None:
+            verdicts[s.address] = Verdict(s.address, False, "unusable", "does not parse")
+        else:
+            verdicts[s.address] = Verdict(s.address, True, "ok", "parses")
+            accepted[s.address] = vec
+    return RoundVerification(verdicts=verdicts, accepted=accepted, spot_seed=b"")
+
+
+def _expect_no_refusal(actions: Sequence[Action]) -> None:
+    refused = [x for x in actions if isinstance(x, SubmissionRefused)]
+    if refused:
+        raise TrainingError(f"simulation bug: a miner's submission was refused: {refused[0]}")
+
+
+def _freeze(actions: Sequence[Action]) -> tuple[FreezeSet, StartVerification]:
+    """The FreezeSet and StartVerification a tick past the deadline gives (every payload came
+    with its commitment, so verification starts at once)."""
+    freeze = [x for x in actions if isinstance(x, FreezeSet)]
+    start = [x for x in actions if isinstance(x, StartVerification)]
+    if len(freeze) != 1 or len(start) != 1:
+        raise TrainingError(f"simulation bug: the round did not freeze and start: {actions}")
+    return freeze[0], start[0]
 
 
 class PotSimulation:
@@ -151,6 +204,9 @@ class PotSimulation:
         task.dataset()
         self.by_addr = {i.address: i for i in miner_identities(cfg.seed, cfg.miners)}
         self.validator = Identity.from_seed(hash_object({"sim-validator": cfg.seed}))
+        self.keys = {a: i.public_key for a, i in self.by_addr.items()}
+        self.admitted = frozenset(self.by_addr)
+        self.intake_limit = INTAKE_LIMIT_FACTOR * max_payload_bytes(task, Compression("none"))
         self.addresses = sorted(self.by_addr)
         self.byz = byzantine_set(self.addresses, cfg.byzantine_fraction, cfg.seed)
         self.byz_index = {a: j for j, a in enumerate(self.byz)}
@@ -219,12 +275,11 @@ class PotSimulation:
         )
         return forge(attack_for(cfg.attack, self.byz_index[a], h), fctx)
 
-    def _sign(self, a: str, h: int, mh: str, payload: bytes) -> bytes:
+    def _sign(self, a: str, h: int, mh: str, payload: bytes) -> tuple[str, bytes]:
         t0 = time.perf_counter()
-        body = {"model_hash": mh, "payload_hash": sha256_hex(payload)}
-        sig = self.by_addr[a].sign_message(SIGN_DOMAIN, CHAIN_ID, h, body)
+        signed = sign_commitment(self.by_addr[a], CHAIN_ID, h, mh, payload)
         self.miner_crypto += time.perf_counter() - t0
-        return sig
+        return signed
 
     def run_round(self) -> None:
         t_round = time.perf_counter()
@@ -232,54 +287,63 @@ class PotSimulation:
         params = self.params
         seed_h = round_seed(cfg.seed, h)
         mh = model_hash(params)
-        subs: list[Submission] = []
         played = {a: attack_for(cfg.attack, self.byz_index[a], h) for a in self.byz}
         published: dict[str, bytes] = {}
         published_grads: dict[str, Gradient] = {}
         timings: dict[str, float] = {}
-        signed: dict[str, tuple[bytes, bytes]] = {}
+        signed: dict[str, tuple[bytes, str, bytes]] = {}
 
-        def honest(a: str) -> tuple[str, bytes, Gradient, bytes, float]:
+        def honest(a: str) -> tuple[str, bytes, Gradient, tuple[str, bytes], float]:
             t0 = time.perf_counter()
             payload, grad = self._honest(a, h, params, mh, seed_h)
-            sig = self._sign(a, h, mh, payload)
-            return a, payload, grad, sig, time.perf_counter() - t0
+            commitment = self._sign(a, h, mh, payload)
+            return a, payload, grad, commitment, time.perf_counter() - t0
 
-        def byzantine(a: str) -> tuple[str, bytes, bytes, float]:
+        def byzantine(a: str) -> tuple[str, bytes, tuple[str, bytes], float]:
             t0 = time.perf_counter()
             payload = self._forged(a, h, params, mh, seed_h, published, published_grads)
-            sig = self._sign(a, h, mh, payload)
-            return a, payload, sig, time.perf_counter() - t0
+            commitment = self._sign(a, h, mh, payload)
+            return a, payload, commitment, time.perf_counter() - t0
 
         # Honest miners first (in address order), then Byzantine ones, who may copy them.
         honest_addresses = [a for a in self.addresses if a not in self.byz_index]
-        for a, payload, grad, sig, dt in map(honest, honest_addresses):
+        for a, payload, grad, (digest, sig), dt in map(honest, honest_addresses):
             published[a] = payload
             published_grads[a] = grad
             self.payload_bytes.append(len(payload))
-            signed[a], timings[a] = (payload, sig), dt
-        for a, payload, sig, dt in map(byzantine, self.byz):
-            signed[a], timings[a] = (payload, sig), dt
-        received = [(a, *signed[a]) for a in self.addresses]
+            signed[a], timings[a] = (payload, digest, sig), dt
+        for a, payload, (digest, sig), dt in map(byzantine, self.byz):
+            signed[a], timings[a] = (payload, digest, sig), dt
         self.miner_total += sum(timings.values())
         slowest = max(timings.values())
 
+        # The validator: one RoundMachine drives the round. Taking a submission in hashes its
+        # payload once and checks the signed commitment.
         t0 = time.perf_counter()
-        # The validator hashes every payload once and checks the signed commitment.
-        for a, payload, sig in received:
-            digest = sha256_hex(payload)
-            body = {"model_hash": mh, "payload_hash": digest}
-            if not verify_signed(self.by_addr[a].public_key, sig, SIGN_DOMAIN, CHAIN_ID, h, body):
-                raise TrainingError("simulation bug: a miner's signature does not verify")
-            subs.append(Submission(a, payload, digest))
+        machine = RoundMachine(
+            RoundParams(
+                chain_id=CHAIN_ID,
+                height=h,
+                model_hash=mh,
+                round_seed=seed_h,
+                deadline=DEADLINE,
+                max_payload_bytes=self.intake_limit,
+                miner_keys=self.keys,
+                admitted=self.admitted,
+            )
+        )
+        for a in self.addresses:
+            payload, digest, sig = signed[a]
+            _expect_no_refusal(machine.step(SubmissionReceived(a, digest, sig, payload, now=0)))
         self.validator_crypto += time.perf_counter() - t0
-        accepted: dict[str, Gradient]
+        # The deadline passes: the set freezes and, every payload being here, verification
+        # starts.
+        frozen, job = _freeze(machine.step(Tick(DEADLINE)))
         if cfg.verify:
             # The cut-off: the validator (as primary) signs the frozen submission set; its
             # signature is the beacon that salts the spot-check sample.
             t1 = time.perf_counter()
-            frozen = cut_off_body([(sub.address, sub.payload_hash or "") for sub in subs])
-            beacon = self.validator.sign_message(CUT_OFF_DOMAIN, CHAIN_ID, h, frozen)
+            beacon = sign_cut_off(self.validator, CHAIN_ID, h, frozen.frozen)
             self.validator_crypto += time.perf_counter() - t1
             ctx = RoundContext(
                 task=task,
@@ -291,8 +355,15 @@ class PotSimulation:
                 previous=self.previous,
                 beacon=beacon,
             )
-            result = verify_round(ctx, subs, cfg.policy)
-            accepted = result.accepted
+            verification = verify_round(ctx, job.submissions, cfg.policy, clock=time.perf_counter)
+        else:
+            verification = _naive_verification(cfg, job.submissions)
+        done = machine.step(VerificationFinished(job.job_id, verification))
+        if not any(isinstance(x, RoundVerified) for x in done):
+            raise TrainingError(f"simulation bug: the round machine did not finish: {done}")
+        result = verification
+        accepted = result.accepted
+        if cfg.verify:
             self.recomputed += result.recomputed
             self.recompute_total += result.recompute_seconds
             self.sample_recompute_total += result.sample_recompute_seconds
@@ -311,13 +382,8 @@ class PotSimulation:
                     if not v.accepted:
                         self.honest_rejected += 1
                         self.honest_rejections.append(f"h{h} {a[:12]}: {v.check}: {v.reason}")
-            self.previous = [flatten(g, task.param_shapes) for g in accepted.values()]
+            self.previous = list(accepted.values())
         else:
-            accepted = {}
-            for s in subs:
-                g = _naive_decode(cfg, s.payload)
-                if g is not None:
-                    accepted[s.address] = g
             for a in played:
                 c = self.attacks.setdefault(played[a], AttackCount())
                 c.submitted += 1
@@ -326,9 +392,10 @@ class PotSimulation:
                 else:
                     c.caught += 1
                     c.caught_by["unusable"] += 1
-            self.honest_submitted += len(subs) - len(played)
+            self.honest_submitted += len(job.submissions) - len(played)
         if accepted:
-            agg = aggregate(cfg.rule, accepted, task.param_shapes)
+            # flat vectors in, one unflatten for the optimizer
+            agg = aggregate_flat(cfg.rule, accepted, task.param_shapes)
             self.params, self.opt_state = apply_update(task.optimizer, params, self.opt_state, agg)
             self.samples += task.batch_size * len(accepted)
         self.history = [*self.history[-(8 - 1) :], self.params]

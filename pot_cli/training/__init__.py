@@ -12,7 +12,8 @@ stays fast):
 * ``gradients``: ``compute_gradient(task, params, indices, Numerics)`` — THE gradient function
 * ``codec``: ``encode_gradient``, ``decode_gradient`` (raises only ``CodecError``),
   ``Compression``, ``max_payload_bytes``
-* ``aggregation``: ``aggregate(AggregationRule, {address: gradient}, task.param_shapes)``
+* ``aggregation``: ``aggregate_flat(rule, {address: flat vector}, shapes)`` (validator path),
+  ``aggregate(rule, {address: gradient}, shapes)``
 * ``optim``: ``init_optimizer_state``, ``apply_update`` (pure, bit-reproducible)
 * ``state``: ``model_hash`` — THE model hash
 * ``verification``: ``verify_round(RoundContext, [Submission], VerificationPolicy)``

@@ -1,4 +1,5 @@
-"""Aggregation rules behind one interface: :func:`aggregate`.
+"""Aggregation rules behind one interface: :func:`aggregate_flat` (flat vectors, what
+verification accepts) and :func:`aggregate` (per-parameter gradients, flattened first).
 
 * ``mean``: the seed paper's rule, ``(1/N) Σ g_i``.
 * ``clipped_mean`` (the default): the mean after scaling every gradient whose norm exceeds
@@ -166,6 +167,19 @@ def aggregate_vectors(
     return _row_mean([vectors[i] for _, _, i in chosen])
 
 
+def aggregate_flat(
+    rule: AggregationRule,
+    vectors: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> Gradient:
+    """Combine flat gradients (address -> vector in the canonical order of ``shapes``, as
+    ``verify_round`` accepts them) with ``rule``; the result is unflattened once, for
+    ``optim.apply_update``."""
+    keys = sorted(vectors)
+    rows = [vectors[k].to("cpu", torch.float32) for k in keys]
+    return unflatten(aggregate_vectors(rule, rows, keys), shapes)
+
+
 def aggregate(
     rule: AggregationRule,
     gradients: Mapping[str, Mapping[str, torch.Tensor]],
@@ -175,6 +189,4 @@ def aggregate(
 
     ``shapes`` is the task's canonical parameter order (``task.param_shapes``).
     """
-    keys = sorted(gradients)
-    vectors = [flatten(gradients[k], shapes).to("cpu", torch.float32) for k in keys]
-    return unflatten(aggregate_vectors(rule, vectors, keys), shapes)
+    return aggregate_flat(rule, {k: flatten(g, shapes) for k, g in gradients.items()}, shapes)

@@ -257,18 +257,24 @@ def int8_round_trip(values: torch.Tensor) -> torch.Tensor:
     return _int8_dequantize(*_int8_quantize(values))
 
 
+def compress_vector(vec: torch.Tensor, compression: Compression) -> torch.Tensor:
+    """What a receiver decodes (the flat vector) from the flat gradient ``vec`` sent with
+    ``compression``, without the bytes. ``none`` returns ``vec`` itself."""
+    if compression.mode == "int8":
+        return int8_round_trip(vec)
+    if compression.mode == "topk":
+        idx, val = _topk_select(vec, compression.topk_fraction)
+        out = torch.zeros_like(vec)
+        out[idx.long()] = int8_round_trip(val)
+        return out
+    return vec
+
+
 def compress_dense(
     task: Task, grad: Mapping[str, torch.Tensor], compression: Compression
 ) -> Gradient:
     """What a receiver decodes from ``grad`` sent with ``compression`` (without the bytes)."""
-    vec = flatten(grad, task.param_shapes)
-    if compression.mode == "int8":
-        vec = int8_round_trip(vec)
-    elif compression.mode == "topk":
-        idx, val = _topk_select(vec, compression.topk_fraction)
-        val = int8_round_trip(val)
-        vec = torch.zeros_like(vec)
-        vec[idx.long()] = val
+    vec = compress_vector(flatten(grad, task.param_shapes), compression)
     return unflatten(vec, task.param_shapes)
 
 

@@ -33,9 +33,8 @@ digits model, as large as the gap between a fresh gradient and one five rounds s
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -46,7 +45,7 @@ from pot_cli.training.assignment import assign_batch, select_spot_checks, spot_c
 from pot_cli.training.codec import (
     Compression,
     DecodedGradient,
-    compress_dense,
+    compress_vector,
     decode_gradient,
     int8_round_trip,
     topk_count,
@@ -124,7 +123,10 @@ class Verdict:
 @dataclass
 class RoundVerification:
     verdicts: dict[str, Verdict]
-    accepted: dict[str, Gradient]
+    # address -> the accepted gradient as the codec decoded it: one flat float32 vector in the
+    # task's canonical order (``training.state.unflatten`` gives per-parameter views), in
+    # sorted-address order; ``aggregation.aggregate_flat`` combines them as they are.
+    accepted: dict[str, torch.Tensor]
     spot_seed: bytes
     recomputed: int = 0
     seconds: float = 0.0
@@ -174,7 +176,7 @@ def gradient_discrepancy(
         best = torch.topk(ref.abs(), topk_count(ref.numel(), compression.topk_fraction)).values
         energy = _norm(ref_s) ** 2 / max(_norm(best) ** 2, 1e-60)
         return err, energy
-    ref_c = flatten(compress_dense(task, reference, compression), task.param_shapes)
+    ref_c = compress_vector(ref, compression)
     return _norm(sub - ref_c) / max(_norm(ref_c), 1e-30), None
 
 
@@ -224,28 +226,49 @@ def _leave_one_out_cosines(vecs: list[torch.Tensor], norms: list[float]) -> list
     return out
 
 
+def _no_clock() -> float:
+    return 0.0
+
+
 def verify_round(
     ctx: RoundContext,
     submissions: Sequence[Submission],
     policy: VerificationPolicy,
+    *,
+    clock: Callable[[], float] | None = None,
 ) -> RoundVerification:
-    """Verify every submission of a round; returns verdicts and the accepted dense gradients."""
-    t0 = time.perf_counter()
+    """Verify every submission of a round; returns verdicts and the accepted gradients (flat
+    vectors). Repeats of one (address, payload hash) count as one submission; different
+    payloads from one address are all refused (``duplicate``).
+
+    ``clock`` (e.g. ``time.perf_counter``) times the work into the result's ``seconds``
+    fields; without one they are 0 (verification itself reads no clock: it is sans-IO, as the
+    protocol that runs it)."""
+    now = clock or _no_clock
+    t0 = now()
     task = ctx.task
     verdicts: dict[str, Verdict] = {}
     decoded: dict[str, DecodedGradient] = {}
-    # Every (address, payload hash) submitted, duplicates included: the spot-check seed hashes
-    # them sorted, so it does not depend on the order submissions arrived in.
-    submitted = [(s.address, s.payload_hash or sha256_hex(bytes(s.payload))) for s in submissions]
+    # Every distinct (address, payload hash) submitted, a miner's different payloads included:
+    # the spot-check seed hashes them sorted, so it does not depend on the order submissions
+    # arrived in.
+    # A byte-identical repeat of a submission (same address, same payload hash) is the same
+    # submission: it is verified once and counted once, so replaying an honest miner's
+    # submission can neither get it refused nor move the spot-check seed.
+    unique: dict[tuple[str, str], Submission] = {}
+    for s in submissions:
+        key = (s.address, s.payload_hash or sha256_hex(bytes(s.payload)))
+        unique.setdefault(key, s)
+    submitted = sorted(unique)
     counts = Counter(a for a, _ in submitted)
-    for sub in sorted(submissions, key=lambda s: s.address):
-        if counts[sub.address] > 1:
-            # all of a miner's submissions are refused, whichever came first
-            verdicts[sub.address] = Verdict(
-                sub.address,
+    for (address, _), sub in sorted(unique.items(), key=lambda item: item[0]):
+        if counts[address] > 1:
+            # different payloads from one miner: all are refused, whichever came first
+            verdicts[address] = Verdict(
+                address,
                 False,
                 "duplicate",
-                f"{counts[sub.address]} submissions from one miner in a round",
+                f"{counts[address]} submissions from one miner in a round",
             )
             continue
         try:
@@ -307,7 +330,7 @@ def verify_round(
 
     sample = set(select_spot_checks(seed, addresses, policy.spot_check_rate))
     to_check = sample | {a for a in addresses if flags[a]}
-    accepted: dict[str, Gradient] = {}
+    accepted: dict[str, torch.Tensor] = {}
 
     def recompute(a: str) -> SpotCheckResult:
         indices = assign_batch(ctx.round_seed, a, task.train_size, task.batch_size)
@@ -317,9 +340,9 @@ def verify_round(
     results: dict[str, SpotCheckResult] = {}
     t_rec = t_sample = 0.0
     for a in checked:
-        t1 = time.perf_counter()
+        t1 = now()
         results[a] = recompute(a)
-        dt = time.perf_counter() - t1
+        dt = now() - t1
         t_rec += dt
         if a in sample:
             t_sample += dt
@@ -329,13 +352,13 @@ def verify_round(
         fl = tuple(flags[a])
         if a not in to_check:
             verdicts[a] = Verdict(a, True, "ok", "passed structure and statistics", fl)
-            accepted[a] = d.gradient
+            accepted[a] = d.vector
             continue
         res = results[a]
         if res.passed:
             note = "flag cleared by recompute" if fl else "spot check passed"
             verdicts[a] = Verdict(a, True, "ok", note, fl, True, res.rel_error)
-            accepted[a] = d.gradient
+            accepted[a] = d.vector
         else:
             check = fl[0].split(":", 1)[0] if fl else "spot-check"
             reason = res.describe(policy.tolerance_for(task))
@@ -347,7 +370,7 @@ def verify_round(
         accepted=accepted,
         spot_seed=seed,
         recomputed=recomputed,
-        seconds=time.perf_counter() - t0,
+        seconds=now() - t0,
         recompute_seconds=t_rec,
         sample_recompute_seconds=t_sample,
     )
