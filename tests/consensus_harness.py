@@ -19,7 +19,7 @@ from pot_cli.consensus.messages import (
     proposal_digest,
     sign,
 )
-from pot_cli.consensus.replica import Replica
+from pot_cli.consensus.replica import Output, Replica
 from pot_cli.crypto import Identity
 from pot_cli.sim.consensus import sim_identity
 
@@ -78,3 +78,14 @@ class Keys:
                 self.checkpoint(stable_seq, stable_digest, r) for r in range(self.cfg.quorum)
             )
         return sign(self.ids[who], CHAIN, ViewChange(new_view, stable_seq, proof, prepared, who))
+
+
+def drive_to_committed(k: Keys, r: Replica, seq: int) -> Output:
+    """Feed backup ``r`` (view 0) the pre-prepare, one other prepare and two other commits of
+    ``seq``: enough for it to commit."""
+    pp = k.pp(0, seq)
+    others = [x for x in (1, 2, 3) if x != r.id]
+    r.step(pp, 0)
+    r.step(k.prepare(0, seq, pp.digest, others[0]), 0)
+    r.step(k.commit(0, seq, pp.digest, 0), 0)
+    return r.step(k.commit(0, seq, pp.digest, others[1]), 0)

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from consensus_harness import CHAIN, Keys
+from consensus_harness import CHAIN, Keys, drive_to_committed
 
 from pot_cli.consensus import messages
 from pot_cli.consensus.app import ChainApp
@@ -50,16 +50,6 @@ def _new_view(k: Keys, view: int, vc_from: tuple[int, ...]) -> NewView:
     who = k.cfg.primary(view)
     vcs = tuple(k.view_change(view, r) for r in vc_from)
     return sign(k.ids[who], CHAIN, NewView(view, vcs, (), who))
-
-
-def _commit_by_hand(k: Keys, r: Replica, seq: int) -> Output:
-    """Backup ``r`` (view 0): pre-prepare, one other prepare, two other commits."""
-    pp = k.pp(0, seq)
-    others = [x for x in (1, 2, 3) if x != r.id]
-    r.step(pp, 0)
-    r.step(k.prepare(0, seq, pp.digest, others[0]), 0)
-    r.step(k.commit(0, seq, pp.digest, 0), 0)
-    return r.step(k.commit(0, seq, pp.digest, others[1]), 0)
 
 
 def _certified_block(k: Keys, seq: int) -> CommittedBlock:
@@ -103,7 +93,7 @@ def test_fetch_state_must_be_signed_by_the_requester() -> None:
     k = Keys(4)
     r = k.replica(1)
     for seq in (1, 2, 3):
-        _commit_by_hand(k, r, seq)
+        drive_to_committed(k, r, seq)
     assert r.last_exec == 3
     unsigned = {"type": "fetch-state", "from_seq": 1, "replica": 2}
     zero_sig = {**unsigned, "sig": "00" * 64}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from consensus_harness import CHAIN, Keys
+from consensus_harness import CHAIN, Keys, drive_to_committed
 
 from pot_cli.consensus.app import ChainApp
 from pot_cli.consensus.certificates import verify_block
@@ -137,30 +137,20 @@ def test_commit_quorum_commits_with_offline_verifiable_certificate() -> None:
     assert r.last_exec == 1 and r.app.height == 1  # type: ignore[attr-defined]
 
 
-def _drive_to_committed(k: Keys, r: Replica, seq: int) -> Output:
-    """Feed backup ``r`` the pre-prepare, one prepare and two commits of others."""
-    pp = k.pp(0, seq)
-    others = [x for x in (1, 2, 3) if x != r.id]
-    r.step(pp, 0)
-    r.step(k.prepare(0, seq, pp.digest, others[0]), 0)
-    r.step(k.commit(0, seq, pp.digest, 0), 0)
-    return r.step(k.commit(0, seq, pp.digest, others[1]), 0)
-
-
 def test_execution_strictly_in_sequence_order() -> None:
     k = Keys()
     r = k.replica(1)
-    out2 = _drive_to_committed(k, r, 2)
+    out2 = drive_to_committed(k, r, 2)
     assert not out2.committed and r.last_exec == 0
-    out1 = _drive_to_committed(k, r, 1)
+    out1 = drive_to_committed(k, r, 1)
     assert [b.seq for b in out1.committed] == [1, 2]
 
 
 def test_checkpoint_becomes_stable_and_collects_garbage() -> None:
     k = Keys(checkpoint_interval=2, watermark_window=4)
     r = k.replica(1)
-    _drive_to_committed(k, r, 1)
-    out = _drive_to_committed(k, r, 2)
+    drive_to_committed(k, r, 1)
+    out = drive_to_committed(k, r, 2)
     (cp,) = sent(out, Checkpoint)
     assert cp.seq == 2 and cp.digest == r.app.state_digest()
     assert r.low == 0
@@ -177,8 +167,8 @@ def test_checkpoint_becomes_stable_and_collects_garbage() -> None:
 def test_checkpoints_with_wrong_digest_do_not_stabilise() -> None:
     k = Keys(checkpoint_interval=2, watermark_window=4)
     r = k.replica(1)
-    _drive_to_committed(k, r, 1)
-    _drive_to_committed(k, r, 2)
+    drive_to_committed(k, r, 1)
+    drive_to_committed(k, r, 2)
     r.step(k.checkpoint(2, "11" * 32, 0), 0)
     r.step(k.checkpoint(2, "11" * 32, 3), 0)
     assert r.low == 0
@@ -261,7 +251,7 @@ def test_divergent_replica_rolls_back_by_state_transfer() -> None:
     bad = Replica(k.cfg, 1, k.ids[1], DivergingApp())
     for seq in (1, 2):
         for r in (honest, bad):
-            _drive_to_committed(k, r, seq)
+            drive_to_committed(k, r, seq)
     good_digest = honest.app.state_digest()
     assert bad.app.state_digest() != good_digest
     for who in (0, 2, 3):
@@ -279,7 +269,7 @@ def test_divergent_replica_rolls_back_by_state_transfer() -> None:
 def test_late_votes_skip_verification_but_keep_evidence() -> None:
     k = Keys()
     r = k.replica(1)
-    out = _drive_to_committed(k, r, 1)
+    out = drive_to_committed(k, r, 1)
     assert [b.seq for b in out.committed] == [1]
     pp = r.committed_block(1)
     assert pp is not None
@@ -293,7 +283,7 @@ def test_late_votes_skip_verification_but_keep_evidence() -> None:
     assert ev.first == late and ev.second == conflicting
     assert verify_evidence(ev, CHAIN, k.cfg.public_keys)
     # a forged late vote is not turned into evidence against its supposed sender
-    _drive_to_committed(k, r, 2)
+    drive_to_committed(k, r, 2)
     b2 = r.committed_block(2)
     assert b2 is not None
     forged = type(late)(0, 2, b2.digest, 2, k.commit(0, 2, b2.digest, 3).sig)
