@@ -48,15 +48,17 @@ learning_rate = 0.1
 
 
 def test_builtin_tasks_and_repo_symlink() -> None:
-    assert task_names() == ["digits", "pycorpus"]
+    assert task_names() == ["digits", "pycorpus", "tiny"]
     repo_tasks = Path(__file__).resolve().parents[1] / "configs" / "tasks"
-    assert sorted(p.name for p in repo_tasks.glob("*.toml")) == ["digits.toml", "pycorpus.toml"]
+    assert sorted(p.name for p in repo_tasks.glob("*.toml")) == ["digits.toml", "pycorpus.toml", "tiny.toml"]
     digits = load_task("digits")
     assert digits.metric_name == "accuracy" and digits.higher_is_better
     assert digits.batch_size > 0 and digits.learning_rate > 0 and digits.optimizer.kind == "sgd"
     py = load_task("pycorpus")
     assert py.metric_name == "bits_per_byte" and not py.higher_is_better
     assert py.optimizer.kind == "adam"
+    tiny = load_task("tiny")
+    assert tiny.num_params < 2000 and tiny.optimizer.kind == "sgd"
     for t in (digits, py):
         assert isinstance(t.vram_need_mb, int) and t.vram_need_mb > 512
         assert list(t.param_shapes) == sorted(t.param_shapes)
