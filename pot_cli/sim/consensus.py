@@ -651,8 +651,9 @@ class Simulation:
             key, digest = watch
             seen = node.delivered.setdefault(key, set())
             seen.add(digest)
-            convicted = sum(1 for ev in replica.evidence if ev.replica == key[0])
-            if len(seen) > 1 and key not in replica._evidence and convicted < EVIDENCE_CAP:
+            held = {(ev.replica, ev.phase, ev.view, ev.seq) for ev in replica.evidence}
+            convicted = sum(1 for k in held if k[0] == key[0])
+            if len(seen) > 1 and key not in held and convicted < EVIDENCE_CAP:
                 raise InvariantViolation(
                     f"evidence: replica {node.rid} was delivered conflicting {key[1]} messages "
                     f"from replica {key[0]} for view {key[2]} seq {key[3]} but holds no evidence"
