@@ -50,7 +50,11 @@ learning_rate = 0.1
 def test_builtin_tasks_and_repo_symlink() -> None:
     assert task_names() == ["digits", "pycorpus", "tiny"]
     repo_tasks = Path(__file__).resolve().parents[1] / "configs" / "tasks"
-    assert sorted(p.name for p in repo_tasks.glob("*.toml")) == ["digits.toml", "pycorpus.toml", "tiny.toml"]
+    assert sorted(p.name for p in repo_tasks.glob("*.toml")) == [
+        "digits.toml",
+        "pycorpus.toml",
+        "tiny.toml",
+    ]
     digits = load_task("digits")
     assert digits.metric_name == "accuracy" and digits.higher_is_better
     assert digits.batch_size > 0 and digits.learning_rate > 0 and digits.optimizer.kind == "sgd"
