@@ -183,7 +183,11 @@ def test_cli_detect_json_schema_on_the_eight_gpu_rig(tmp_path: Path) -> None:
     assert len(data["gpus"]) == 8
     assert data["gpus"][0]["catalog"]["eth_summary"] == "ex-ETH: 59 MH/s at 120 W"
     assert data["gpus"][5]["error"].startswith("GPU 5 is lost")
-    assert data["gpus"][1]["verdict"]["tasks_fit"] == {"digits": True, "pycorpus": True, "tiny": True}
+    assert data["gpus"][1]["verdict"]["tasks_fit"] == {
+        "digits": True,
+        "pycorpus": True,
+        "tiny": True,
+    }
     # the installed torch is a CPU build: every card gets a clear torch-build failure
     checks = {c["name"]: c for c in data["gpus"][7]["verdict"]["checks"]}
     assert checks["torch build"]["status"] == "fail" and "cu126" in checks["torch build"]["message"]

@@ -1,0 +1,691 @@
+"""The PoT application PBFT replicates: a block derived by one validator validates on another
+and is refused when any field is tampered with or a submission was censored; four replicas
+over a FIFO network agree round after round (forgers slashed, ejected and refused next round);
+snapshots round-trip; executing the same blocks is deterministic."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+import torch
+
+from pot_cli.consensus.app import Validity
+from pot_cli.consensus.config import ReplicaConfig
+from pot_cli.consensus.host import ReplicaHost
+from pot_cli.consensus.messages import proposal_digest
+from pot_cli.consensus.replica import Output, Replica
+from pot_cli.consensus.wal import MemoryWal
+from pot_cli.crypto import Identity, sha256
+from pot_cli.errors import PotError
+from pot_cli.protocol.app import ChainError, PotApp, RoundInfo, parse_proposal
+from pot_cli.protocol.block import GENESIS_PREV, Block, Verdict, block_hash, parse_block
+from pot_cli.protocol.commitments import sign_commitment
+from pot_cli.protocol.derive import (
+    DEFAULT_BAND,
+    PPM,
+    Judged,
+    RoundRules,
+    block_verdict,
+    reconcile,
+)
+from pot_cli.protocol.genesis import Genesis, parse_genesis
+from pot_cli.protocol.round import Action, FetchPayload, SubmissionRefused
+from pot_cli.sim.attacks import ForgeContext, forge
+from pot_cli.training.assignment import assign_batch
+from pot_cli.training.codec import Compression, encode_gradient
+from pot_cli.training.gradients import Numerics, compute_gradient
+from pot_cli.training.tasks import load_task
+from pot_cli.training.verification import Verdict as CheckVerdict
+from pot_cli.training.verification import VerificationPolicy
+
+# The smallest task there is: a gradient costs well under a millisecond.
+TASK = "tiny"
+CHAIN = "pot-app-test"
+ROUND_TIME = 100
+GRACE = 10
+STAKE = 100
+
+
+def _identity(kind: str, i: int) -> Identity:
+    return Identity.from_seed(sha256(f"pot/app-test/{kind}/{i}".encode()))
+
+
+VALIDATORS = [_identity("validator", i) for i in range(4)]
+MINERS = [_identity("miner", i) for i in range(6)]
+SIGN_FLIP, LAZY = MINERS[4].address, MINERS[5].address
+BYZANTINE = {SIGN_FLIP: "sign-flip", LAZY: "lazy"}
+HONEST = [m.address for m in MINERS if m.address not in BYZANTINE]
+# every submission re-computed, so that a forgery is always caught (the sample is tested
+# elsewhere); one thread: the test's own numerics
+POLICY = VerificationPolicy(spot_check_rate=1.0, numerics=Numerics(threads=1))
+
+GENESIS: Genesis = parse_genesis(
+    {
+        "chain_id": CHAIN,
+        "task": TASK,
+        "model_seed": 0,
+        "validators": [
+            {"name": f"v{i}", "public_key": v.public_key.hex()} for i, v in enumerate(VALIDATORS)
+        ],
+        "emission_per_round": 1000,
+        "miner_share_bps": 8000,
+        "validator_share_bps": 2000,
+        "min_miner_stake": STAKE,
+        "forgery_slash": STAKE,
+        "malformed_penalty": 10,
+        "probation_rounds": 0,
+        "accounts": [{"address": m.address, "balance": 500, "stake": STAKE} for m in MINERS],
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_app(index: int | None, **kw: Any) -> PotApp:
+    kw.setdefault("policy", POLICY)
+    identity = None if index is None else VALIDATORS[index]
+    app = PotApp(GENESIS, identity=identity, round_time=ROUND_TIME, censor_grace=GRACE, **kw)
+    app.tick(0)  # round 1 opens at 0: its deadline is ROUND_TIME
+    return app
+
+
+@dataclass(frozen=True)
+class Work:
+    miner: Identity
+    payload_hash: str
+    sig: bytes
+    payload: bytes
+
+
+def make_work(info: RoundInfo, byzantine: dict[str, str]) -> list[Work]:
+    """Every miner's signed submission for the round ``info`` describes."""
+    task = load_task(TASK)
+    out = []
+    for m in MINERS:
+        indices = assign_batch(info.round_seed, m.address, task.train_size, task.batch_size)
+        attack = byzantine.get(m.address)
+        if attack is None:
+            grad = compute_gradient(task, info.params, indices)
+            payload = encode_gradient(
+                task, grad, model_hash=info.model_hash, height=info.height, numerics="fp32"
+            )
+        else:
+            ctx = ForgeContext(
+                task=task,
+                height=info.height,
+                model_hash=info.model_hash,
+                params=info.params,
+                history=[info.params],
+                compression=Compression(),
+                indices=indices,
+                other_indices=indices,
+                others={},
+                others_grads={},
+                seed=0,
+            )
+            payload = forge(attack, ctx)
+        digest, sig = sign_commitment(m, CHAIN, info.height, info.model_hash, payload)
+        out.append(Work(m, digest, sig, payload))
+    return out
+
+
+def submit(app: PotApp, w: Work, now: int, *, with_payload: bool = True) -> list[Action]:
+    payload = w.payload if with_payload else None
+    return app.submit(w.miner.address, w.miner.public_key, w.payload_hash, w.sig, payload, now)
+
+
+def submit_all(
+    app: PotApp, works: Sequence[Work], now: int, skip: Sequence[str] = ()
+) -> list[Action]:
+    out: list[Action] = []
+    for w in works:
+        if w.miner.address not in skip:
+            out += submit(app, w, now)
+    return out
+
+
+def refusals(actions: Sequence[Action]) -> list[SubmissionRefused]:
+    return [a for a in actions if isinstance(a, SubmissionRefused)]
+
+
+@pytest.fixture(scope="module")
+def round1() -> list[Work]:
+    """Round 1's submissions (every app starts from the same genesis state)."""
+    return make_work(make_app(None).round_info(0), BYZANTINE)
+
+
+def propose(app: PotApp, works: Sequence[Work], skip: Sequence[str] = ()) -> dict[str, Any]:
+    assert not refusals(submit_all(app, works, 1, skip))
+    assert not app.has_pending(1, ROUND_TIME - 1)
+    assert app.propose(1, ROUND_TIME - 1) is None  # the round is still open
+    assert app.has_pending(1, ROUND_TIME)
+    proposal = app.propose(1, ROUND_TIME)
+    assert proposal is not None, app.last_invalid
+    return proposal
+
+
+def backup(index: int, works: Sequence[Work], skip: Sequence[str] = (), **kw: Any) -> PotApp:
+    app = make_app(index, **kw)
+    assert not refusals(submit_all(app, works, 1, skip))
+    return app
+
+
+@pytest.fixture(scope="module")
+def proposal1(round1: list[Work]) -> dict[str, Any]:
+    return propose(make_app(0), round1)
+
+
+# --------------------------------------------------------------------- (a) one block, two apps
+
+
+def test_a_block_derived_by_one_app_validates_on_a_fresh_one(
+    round1: list[Work], proposal1: dict[str, Any]
+) -> None:
+    block = parse_block(proposal1["block"])
+    verdicts = {s.miner: s.verdict for s in block.submissions}
+    assert all(verdicts[a] == Verdict.accepted() for a in HONEST)
+    assert verdicts[SIGN_FLIP].kind == verdicts[LAZY].kind == "slashed"
+    assert verdicts[SIGN_FLIP].code == "recompute-mismatch"
+    assert [p[0] for p in block.penalties] == sorted(BYZANTINE)
+    assert all(amount == STAKE for _, amount, _ in block.penalties)
+    assert block.model_after != block.model_before
+    assert sum(x for _, x in block.rewards) == 800
+    assert sum(x for _, x in block.validator_fees) == 200
+    b = backup(1, round1)
+    assert b.validate(1, proposal1, ROUND_TIME) is Validity.VALID, b.last_invalid
+    assert b.validate(2, proposal1, ROUND_TIME) is Validity.PENDING  # not its turn yet
+    b.execute(1, proposal1)
+    a = make_app(None)
+    submit_all(a, round1, 1)
+    a.execute(1, proposal1)  # re-executed from the block's own verdicts, no cache
+    assert a.state_digest() == b.state_digest()
+    assert b.height == 1 and b.model_hash == block.model_after
+    assert b.ledger.account(SIGN_FLIP).ejected and b.ledger.account(LAZY).stake == 0
+    assert b.validate(1, proposal1, ROUND_TIME) is Validity.INVALID  # already executed
+
+
+def _reward_plus_one(p: dict[str, Any]) -> None:
+    p["block"]["rewards"][0]["amount"] += 1
+
+
+def _model_after(p: dict[str, Any]) -> None:
+    h = p["block"]["model_after"]
+    p["block"]["model_after"] = h[:-1] + ("0" if h[-1] != "0" else "1")
+
+
+def _honest_rejected(p: dict[str, Any]) -> None:
+    b = p["block"]
+    victim = HONEST[0]
+    for s in b["submissions"]:
+        if s["miner"] == victim:
+            s["verdict"] = {"kind": "rejected", "code": "zero", "evidence": None}
+            s["samples"] = 0
+    b["rewards"] = [r for r in b["rewards"] if r["address"] != victim]
+
+
+def _forger_accepted(p: dict[str, Any]) -> None:
+    b = p["block"]
+    for s in b["submissions"]:
+        if s["miner"] == LAZY:
+            s["verdict"] = {"kind": "accepted", "code": None, "evidence": None}
+            s["samples"] = load_task(TASK).batch_size
+    rewards = [*b["rewards"], {"address": LAZY, "amount": 1}]
+    b["rewards"] = sorted(rewards, key=lambda r: r["address"])
+    b["penalties"] = [x for x in b["penalties"] if x["address"] != LAZY]
+
+
+def _evidence(p: dict[str, Any]) -> None:
+    for s in p["block"]["submissions"]:
+        if s["miner"] == SIGN_FLIP:
+            s["verdict"]["evidence"]["rel_error_ppm"] //= 2
+
+
+def _cut_off_signer(p: dict[str, Any]) -> None:
+    p["cut_off"]["validator"] = 1
+
+
+def _cut_off_signature(p: dict[str, Any]) -> None:
+    sig = p["cut_off"]["signature"]
+    p["cut_off"]["signature"] = ("1" if sig[0] != "1" else "2") + sig[1:]
+
+
+def _prev_hash(p: dict[str, Any]) -> None:
+    p["block"]["prev_hash"] = "1" * 64
+
+
+def _unparsable(p: dict[str, Any]) -> None:
+    p["block"]["extra"] = 1
+
+
+def _fee(p: dict[str, Any]) -> None:
+    p["block"]["validator_fees"] = p["block"]["validator_fees"][1:]
+
+
+TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "model_after": _model_after,
+    "reward": _reward_plus_one,
+    "honest-rejected": _honest_rejected,
+    "forger-accepted": _forger_accepted,
+    "evidence": _evidence,
+    "cut-off-signer": _cut_off_signer,
+    "cut-off-signature": _cut_off_signature,
+    "prev_hash": _prev_hash,
+    "unparsable": _unparsable,
+    "fee-dropped": _fee,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERS))
+def test_a_tampered_block_is_invalid(
+    name: str, round1: list[Work], proposal1: dict[str, Any]
+) -> None:
+    tampered = copy.deepcopy(proposal1)
+    TAMPERS[name](tampered)
+    assert tampered != proposal1
+    b = backup(1, round1)
+    assert b.validate(1, tampered, ROUND_TIME) is Validity.INVALID
+    assert b.last_invalid
+    assert b.validate(1, proposal1, ROUND_TIME) is Validity.VALID, b.last_invalid
+
+
+def test_a_censored_submission_is_refused_by_who_saw_it_in_time(round1: list[Work]) -> None:
+    victim = HONEST[0]
+    proposal = propose(make_app(0), round1, skip=[victim])
+    assert victim not in {s.miner for s in parse_block(proposal["block"]).submissions}
+    early = backup(1, round1)  # kept the victim's submission at 1 <= deadline - grace
+    assert early.validate(1, proposal, ROUND_TIME) is Validity.INVALID
+    assert "censorship" in early.last_invalid
+    late = backup(2, round1, skip=[victim])
+    w = next(w for w in round1 if w.miner.address == victim)
+    assert not refusals(submit(late, w, ROUND_TIME - GRACE + 1))  # after deadline - grace
+    assert late.validate(1, proposal, ROUND_TIME) is Validity.VALID, late.last_invalid
+
+
+def test_a_payload_marked_late_is_refused_by_who_held_it(round1: list[Work]) -> None:
+    victim = HONEST[1]
+    w = next(w for w in round1 if w.miner.address == victim)
+    primary = make_app(0)  # the victim's commitment reaches it without the bytes
+    submit_all(primary, round1, 1, skip=[victim])
+    submit(primary, w, 1, with_payload=False)
+    proposal = primary.propose(1, ROUND_TIME)  # fetch deadline = deadline: refused late
+    assert proposal is not None, primary.last_invalid
+    rec = next(s for s in parse_block(proposal["block"]).submissions if s.miner == victim)
+    assert rec.verdict == Verdict.rejected("late")
+    held = backup(1, round1)
+    assert held.validate(1, proposal, ROUND_TIME) is Validity.INVALID
+    assert "late" in held.last_invalid
+    blind = backup(2, round1, skip=[victim])
+    submit(blind, w, 1, with_payload=False)
+    assert blind.validate(1, proposal, ROUND_TIME) is Validity.VALID, blind.last_invalid
+
+
+def test_a_missing_payload_waits_and_is_provided(
+    round1: list[Work], proposal1: dict[str, Any]
+) -> None:
+    absent = next(w for w in round1 if w.miner.address == HONEST[2])
+    b = backup(1, round1, skip=[absent.miner.address])  # never heard of that miner at all
+    assert b.validate(1, proposal1, ROUND_TIME) is Validity.PENDING
+    assert b.missing() == ((absent.miner.address, absent.payload_hash),)
+    assert not b.take_resume()
+    assert b.provide(absent.miner.address, absent.miner.public_key, absent.payload)
+    assert b.take_resume()
+    assert b.validate(1, proposal1, ROUND_TIME + 5) is Validity.VALID, b.last_invalid
+    assert b.missing() == ()
+
+
+def test_the_primary_fetches_a_payload_that_came_without_its_commitment(
+    round1: list[Work],
+) -> None:
+    w = next(w for w in round1 if w.miner.address == HONEST[3])
+    primary = make_app(0, fetch_grace=20)
+    submit_all(primary, round1, 1, skip=[w.miner.address])
+    submit(primary, w, 1, with_payload=False)
+    assert primary.has_pending(1, ROUND_TIME)
+    assert FetchPayload(w.payload_hash, w.miner.address) in primary.take_actions()
+    assert primary.propose(1, ROUND_TIME) is None  # waiting for the bytes
+    assert primary.next_deadline() == ROUND_TIME + 20
+    primary.provide(w.miner.address, w.miner.public_key, w.payload, ROUND_TIME + 5)
+    proposal = primary.propose(1, ROUND_TIME + 5)
+    assert proposal is not None, primary.last_invalid
+    block = parse_block(proposal["block"])
+    assert all(s.verdict == Verdict.accepted() for s in block.submissions if s.miner in HONEST)
+    assert backup(1, round1).validate(1, proposal, ROUND_TIME + 5) is Validity.VALID
+
+
+def test_a_submission_for_the_next_round_waits_for_it() -> None:
+    """A miner that heard of block h before this validator executed it submits for h + 1:
+    kept aside (one per miner) and taken in when round h + 1 opens."""
+    app = make_app(0)
+    m = MINERS[0]
+    info = app.round_info(0)
+    payload = encode_gradient(
+        load_task(TASK),
+        compute_gradient(load_task(TASK), info.params, [0, 1, 2]),
+        model_hash=info.model_hash,
+        height=2,
+    )
+    digest, sig = sign_commitment(m, CHAIN, 2, info.model_hash, payload)
+    assert app.submit(m.address, m.public_key, digest, sig, payload, 5, height=2) == []
+    app.execute(1, None)  # a null block 1: the model stays, round 2 opens next
+    app.tick(10)
+    assert app.has_pending(2, 10 + ROUND_TIME)
+    proposal = app.propose(2, 10 + ROUND_TIME)
+    assert proposal is not None, app.last_invalid
+    assert [s.miner for s in parse_block(proposal["block"]).submissions] == [m.address]
+
+
+def test_a_key_that_is_not_the_miners_is_refused(round1: list[Work]) -> None:
+    app = make_app(1)
+    w = round1[0]
+    out = app.submit(w.miner.address, MINERS[1].public_key, w.payload_hash, w.sig, w.payload, 1)
+    assert [(r.code, r.miner) for r in refusals(out)] == [("malformed", w.miner.address)]
+    stranger = _identity("stranger", 0)
+    out = app.submit(stranger.address, stranger.public_key, w.payload_hash, w.sig, None, 1)
+    assert [r.code for r in refusals(out)] == ["unknown-miner"]
+
+
+def test_a_derivation_can_run_in_a_worker(round1: list[Work], proposal1: dict[str, Any]) -> None:
+    b = backup(1, round1, sync_derivation=False)
+    assert b.validate(1, proposal1, ROUND_TIME) is Validity.PENDING
+    jobs = b.pending_derivations()
+    assert len(jobs) == 1 and b.pending_derivations() == []
+    outcome = jobs[0].run()  # a host runs this in a worker
+    assert outcome.derived is not None, outcome.reason
+    b.derivation_done(outcome)
+    assert b.take_resume()
+    assert b.validate(1, proposal1, ROUND_TIME) is Validity.VALID
+    b.execute(1, proposal1)
+    assert b.model_hash == proposal1["block"]["model_after"]
+
+
+def test_a_verdict_inside_the_band_stands_outside_it_does_not(
+    round1: list[Work], proposal1: dict[str, Any]
+) -> None:
+    """A backup whose tolerance puts the lazy forgery just on the other side accepts the
+    proposer's verdict inside the band (and re-derives the model from the proposer's accepted
+    set); a clear contradiction is refused."""
+    rec = next(s for s in parse_block(proposal1["block"]).submissions if s.miner == LAZY)
+    assert rec.verdict.evidence is not None
+    error = int(dict(rec.verdict.evidence)["rel_error_ppm"]) / PPM
+    lenient = replace(POLICY, tolerance=error * (1 + 1e-4))
+    strict = replace(POLICY, tolerance=error * (1 - 1e-4))
+    clear = replace(POLICY, tolerance=error * (1 - 5 * DEFAULT_BAND))
+    proposal = propose(make_app(0, policy=lenient), round1, skip=[SIGN_FLIP])
+    block = parse_block(proposal["block"])
+    assert next(s for s in block.submissions if s.miner == LAZY).verdict == Verdict.accepted()
+    inside = backup(1, round1, skip=[SIGN_FLIP], policy=strict)
+    assert inside.validate(1, proposal, ROUND_TIME) is Validity.VALID, inside.last_invalid
+    inside.execute(1, proposal)
+    assert inside.model_hash == block.model_after
+    outside = backup(2, round1, skip=[SIGN_FLIP], policy=clear)
+    assert outside.validate(1, proposal, ROUND_TIME) is Validity.INVALID
+    assert "verdict" in outside.last_invalid
+
+
+def test_reconcile_rules() -> None:
+    rules = RoundRules(GENESIS, load_task(TASK), policy=POLICY)
+    tol = rules.tolerance
+    a = "pot1" + "0" * 44  # names only: reconcile does not check addresses
+
+    def record(v: Verdict) -> Any:
+        return type("R", (), {"miner": a, "verdict": v})()
+
+    def slashed(err: float, check: str = "spot-check") -> Verdict:
+        return block_verdict(CheckVerdict(a, False, check, "x", (), True, err), tol)
+
+    near, far = tol * (1 + DEFAULT_BAND / 2), tol * 3
+    ok = Verdict.accepted()
+    agree = reconcile(rules, {a: Judged(slashed(near), True, near)}, [record(ok)])
+    assert agree[a] == ok
+    proposed = reconcile(rules, {a: Judged(ok, True, tol)}, [record(slashed(near))])
+    assert proposed[a].kind == "slashed"
+    with pytest.raises(PotError):
+        reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(ok)])
+    with pytest.raises(PotError):  # not re-computed here: no band to speak of
+        reconcile(rules, {a: Judged(ok)}, [record(slashed(near))])
+    drift = far * (1 + 1e-4)
+    assert reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(slashed(drift))])
+    with pytest.raises(PotError):
+        reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(slashed(far * 1.1))])
+    with pytest.raises(PotError):
+        reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(slashed(far, "copy"))])
+
+
+def test_null_block_advances_only_the_height(round1: list[Work]) -> None:
+    a = make_app(None)
+    seed1, head = a.round_seed(), a.state.head
+    digest = a.model_hash
+    a.execute(1, None)
+    assert a.height == 1 and a.ledger.height == 1 and a.state.head == head
+    assert a.model_hash == digest and a.round_seed() != seed1
+    # round 1's commitments were signed for height 1: they do not verify at height 2
+    assert {r.code for r in refusals(submit_all(a, round1, 200))} == {"bad-signature"}
+
+
+# --------------------------------------------------------------- (b) four replicas, 3 rounds
+
+
+@dataclass
+class Network:
+    apps: list[PotApp]
+    hosts: list[ReplicaHost]
+    committed: list[list[tuple[int, Any]]]
+    works: dict[int, list[Work]]
+    answers: dict[int, list[list[Action]]]  # height -> per app, the round's intake answers
+
+
+def run_network(rounds: int = 3) -> Network:
+    cfg = ReplicaConfig(
+        chain_id=CHAIN,
+        public_keys=tuple(v.public_key for v in VALIDATORS),
+        checkpoint_interval=2,
+        watermark_window=4,
+        view_change_timeout=100_000,
+        resend_interval=100_000,
+    )
+    apps = [make_app(i) for i in range(4)]
+    queue: deque[tuple[int, str]] = deque()
+    committed: list[list[tuple[int, Any]]] = [[] for _ in range(4)]
+
+    def sender(src: int) -> Callable[[int | None, Any], None]:
+        def send(to: int | None, msg: Any) -> None:
+            text = json.dumps(msg.to_dict())  # the transport serializes
+            for dst in range(4) if to is None else [to]:
+                if dst != src:
+                    queue.append((dst, text))
+
+        return send
+
+    def hook(i: int) -> Callable[[Replica, Output], None]:
+        def on_output(replica: Replica, out: Output) -> None:
+            committed[i].extend((b.seq, b.proposal) for b in out.committed)
+
+        return on_output
+
+    hosts = [
+        ReplicaHost(cfg, i, VALIDATORS[i], apps[i], MemoryWal(), sender(i), 0, on_output=hook(i))
+        for i in range(4)
+    ]
+
+    def drain(now: int) -> None:
+        while queue:
+            dst, text = queue.popleft()
+            hosts[dst].deliver(text, now)
+            if apps[dst].take_resume():
+                hosts[dst].resume(now)
+
+    t = 0
+    works: dict[int, list[Work]] = {}
+    answers: dict[int, list[list[Action]]] = {}
+    for h in range(1, rounds + 1):
+        infos = [app.round_info(t + 1) for app in apps]
+        assert len({(i.height, i.model_hash, i.round_seed, i.deadline) for i in infos}) == 1
+        works[h] = make_work(infos[0], BYZANTINE)
+        answers[h] = [submit_all(app, works[h], t + 1) for app in apps]
+        t = infos[0].deadline
+        for host in hosts:
+            host.tick(t)  # the primary's round is due: it proposes
+        drain(t)
+        assert [host.replica.last_exec for host in hosts] == [h] * 4, [a.last_invalid for a in apps]
+    return Network(apps, hosts, committed, works, answers)
+
+
+@pytest.fixture(scope="module")
+def network() -> Network:
+    return run_network()
+
+
+def test_b_four_replicas_agree_and_punish_forgers(network: Network) -> None:
+    apps, committed = network.apps, network.committed
+    digests = [[(seq, proposal_digest(p)) for seq, p in c] for c in committed]
+    assert all(d == digests[0] for d in digests) and [s for s, _ in digests[0]] == [1, 2, 3]
+    assert len({app.state_digest() for app in apps}) == 1
+    assert len({app.model_hash for app in apps}) == 1
+    assert len({app.ledger.digest() for app in apps}) == 1
+    blocks: list[Block] = [parse_proposal(p).block for _, p in committed[0]]
+    assert apps[0].model_hash == blocks[-1].model_after
+    assert [b.prev_hash for b in blocks] == [GENESIS_PREV, *map(block_hash, blocks[:-1])]
+    assert apps[0].state.head == block_hash(blocks[-1])
+    ledger = apps[0].ledger
+    ledger.check_invariants()
+    assert ledger.total == ledger.supply_genesis + ledger.emitted - ledger.burned
+    assert ledger.burned == 2 * STAKE and ledger.emitted == 3 * 1000
+    for b in blocks:
+        assert b.model_after != b.model_before
+        verdicts = {s.miner: s.verdict for s in b.submissions}
+        assert all(verdicts[a] == Verdict.accepted() for a in HONEST)  # never rejected
+    first = {s.miner: s.verdict for s in blocks[0].submissions}
+    assert first[SIGN_FLIP].kind == first[LAZY].kind == "slashed"
+    for a in BYZANTINE:
+        acc = ledger.account(a)
+        assert acc.ejected and acc.ejected_at == 1 and acc.stake == 0
+    for h in (2, 3):
+        assert sorted(s.miner for s in blocks[h - 1].submissions) == sorted(HONEST)
+        for per_app in network.answers[h]:
+            assert sorted((r.miner, r.code) for r in refusals(per_app)) == sorted(
+                (a, "ejected") for a in BYZANTINE
+            )
+    assert not any(refusals(x) for x in network.answers[1])
+    honest_balance = {ledger.account(a).balance for a in HONEST}
+    assert min(honest_balance) > 500
+
+
+# ---------------------------------------------------------------- (c) snapshot and restore
+
+
+def test_c_snapshot_restore_round_trip(network: Network) -> None:
+    src = network.apps[2]
+    snap = json.loads(json.dumps(src.snapshot()))  # as it crosses the wire
+    fresh = make_app(None)
+    assert fresh.state_digest() != src.state_digest()
+    fresh.restore(snap)
+    assert fresh.state_digest() == src.state_digest()
+    assert fresh.snapshot_digest(snap) == src.state_digest()
+    assert fresh.model_hash == src.model_hash and fresh.height == 3
+    assert fresh.round_seed() == src.round_seed()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.pop("head"),
+        lambda s: s.__setitem__("height", 2),
+        lambda s: s["params"].popitem(),
+        lambda s: s["params"].__setitem__(next(iter(s["params"])), "00"),
+        lambda s: s["optimizer"].__setitem__("step", -1),
+        lambda s: s.__setitem__("genesis", "0" * 64),
+        lambda s: s["ledger"].__setitem__("emitted", 1),
+    ],
+)
+def test_c_malformed_snapshots_are_refused(network: Network, edit: Callable[..., Any]) -> None:
+    snap = copy.deepcopy(network.apps[0].snapshot())
+    edit(snap)
+    fresh = make_app(None)
+    before = fresh.state_digest()
+    with pytest.raises(PotError):
+        fresh.restore(snap)
+    assert fresh.state_digest() == before
+
+
+# --------------------------------------------------------------- (d) execution is deterministic
+
+
+def test_d_executing_the_same_blocks_gives_the_same_state(network: Network) -> None:
+    blocks = network.committed[0]
+    replayers = [make_app(None), make_app(None, policy=VerificationPolicy())]
+    for app in replayers:
+        for seq, proposal in blocks:
+            # the payloads only: nothing is validated, the committed verdicts are applied
+            submit_all(app, network.works[seq], 10_000 * (seq - 1) + 1)
+            app.execute(seq, proposal)
+    assert {app.state_digest() for app in replayers} == {network.apps[0].state_digest()}
+
+
+def test_d_a_committed_block_without_its_payloads_cannot_be_applied(network: Network) -> None:
+    app = make_app(None)
+    with pytest.raises(ChainError, match="missing"):
+        app.execute(1, network.committed[0][0][1])
+    assert app.height == 0
+
+
+_OTHER_PROCESS = """
+import json, sys
+import torch
+sys.path.insert(0, "tests")
+import test_protocol_app as t
+from pot_cli.training.gradients import Numerics
+from pot_cli.training.verification import VerificationPolicy
+
+torch.set_num_threads(3)
+works = [
+    t.Work(t.MINERS[i], w["hash"], bytes.fromhex(w["sig"]), bytes.fromhex(w["payload"]))
+    for i, w in enumerate(json.load(sys.stdin))
+]
+policy = VerificationPolicy(spot_check_rate=1.0, numerics=Numerics(threads=3))
+app = t.make_app(0, policy=policy)
+proposal = t.propose(app, works)
+app.execute(1, proposal)
+print(json.dumps({"proposal": proposal, "digest": app.state_digest()}))
+"""
+
+
+def test_d_another_process_with_other_threads_derives_the_same_block(
+    round1: list[Work], proposal1: dict[str, Any]
+) -> None:
+    """The primary's derivation in a fresh process with 3 threads: the same block (verdicts
+    are far from every threshold here), the same model bit for bit, the same state."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = [
+        {"hash": w.payload_hash, "sig": w.sig.hex(), "payload": w.payload.hex()} for w in round1
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS],
+        input=json.dumps(data),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+        timeout=120,
+    )
+    other = json.loads(done.stdout)
+    assert other["proposal"] == proposal1
+    here = make_app(None)
+    submit_all(here, round1, 1)
+    here.execute(1, proposal1)
+    assert other["digest"] == here.state_digest()
