@@ -109,6 +109,7 @@ def _register_all() -> None:
     # inside the commands so that ``pot --help`` stays fast.
     from pot_cli.cli import consensus as consensus_commands
     from pot_cli.cli import hw as hw_commands
+    from pot_cli.cli import network as network_commands
     from pot_cli.cli import node as node_commands
     from pot_cli.cli import training as training_commands
 
@@ -116,6 +117,7 @@ def _register_all() -> None:
     hw_commands.register(hw_app)
     training_commands.register(bench_app)
     consensus_commands.register(bench_app, sim_app)
+    network_commands.register(sim_app)
 
 
 _register_all()

@@ -67,7 +67,7 @@ names). Simple and exact; about ``(3 + accepted) x 4 x params x 2`` bytes of JSO
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -277,6 +277,7 @@ class PotApp:
         band: float = DEFAULT_BAND,
         sync_derivation: bool = True,
         max_payload: int | None = None,
+        payload_store: MutableMapping[str, bytes] | None = None,
     ) -> None:
         if round_time < 1 or fetch_grace < 0 or censor_grace < 0:
             raise PotError("round_time must be >= 1, fetch_grace and censor_grace >= 0")
@@ -315,6 +316,10 @@ class PotApp:
         self.state = self._genesis_state
         self._keys: dict[str, bytes] = {}
         self._payloads: dict[str, tuple[int, bytes]] = {}  # hash -> (height, bytes)
+        # the host's durable payload store (a node's disk): every payload taken is written
+        # there too, and a payload missing from memory is looked up there (a restarted
+        # validator re-executes logged blocks from it)
+        self.payload_store = payload_store
         self._round: _Intake | None = None
         self._early: dict[str, _Early] = {}
         self._queued: list[Action] = []
@@ -502,7 +507,22 @@ class PotApp:
         if sha256_hex(payload) != payload_hash:
             return False
         self._payloads[payload_hash] = (height, payload)
+        if self.payload_store is not None:
+            self.payload_store[payload_hash] = payload
         return True
+
+    def payload(self, payload_hash: str) -> bytes | None:
+        """The bytes of ``payload_hash`` if this validator holds them (to serve a peer)."""
+        have = self._payloads.get(payload_hash)
+        if have is not None:
+            return have[1]
+        if self.payload_store is not None:
+            return self.payload_store.get(payload_hash)
+        return None
+
+    def miner_key(self, miner: str) -> bytes | None:
+        """The public key a miner announced (to serve a peer that lacks it)."""
+        return self._keys.get(miner)
 
     def _wanted(self) -> set[str]:
         return {h for pairs in self._missing.values() for _, h in pairs}
@@ -681,9 +701,9 @@ class PotApp:
         payloads: dict[str, bytes] = {}
         missing: list[tuple[str, str]] = []
         for s in subs:
-            have = self._payloads.get(s.payload_hash)
+            have = self.payload(s.payload_hash)
             if have is not None:
-                payloads[s.payload_hash] = have[1]
+                payloads[s.payload_hash] = have
             if s.miner not in self._keys or (have is None and s.miner not in late):
                 missing.append((s.miner, s.payload_hash))
         return RoundInputs(b.height, bytes.fromhex(b.beacon), subs, payloads, late), tuple(missing)
