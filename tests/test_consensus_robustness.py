@@ -15,7 +15,7 @@ import pytest
 from consensus_harness import CHAIN, Keys, drive_to_committed
 
 from pot_cli.consensus import messages
-from pot_cli.consensus.app import ChainApp
+from pot_cli.consensus.app import ChainApp, Validity
 from pot_cli.consensus.messages import (
     Checkpoint,
     Commit,
@@ -33,6 +33,7 @@ from pot_cli.consensus.messages import (
 )
 from pot_cli.consensus.replica import Output, Replica
 from pot_cli.consensus.wal import MemoryWal
+from pot_cli.errors import PotError
 
 ZERO_SIG = b"\x00" * 64
 
@@ -255,3 +256,108 @@ def test_wire_text_over_the_bound_is_refused_before_decoding(
         with pytest.raises(MessageError):
             parse_wire(data)
     assert all(n <= limit for n in decoded), "oversized text was decoded before the check"
+
+
+# ------------------------------------------------------------------ review findings
+
+
+def test_an_equivocating_primary_gets_one_judgement_per_slot() -> None:
+    """A Byzantine primary signing many different proposals for one (view, seq) makes the
+    application judge only the first (re-deriving a pot block costs seconds)."""
+
+    class Counting(ChainApp):
+        def __init__(self) -> None:
+            super().__init__(target=4)
+            self.calls = 0
+
+        def validate(self, seq: int, proposal: Any, now: int) -> Validity:
+            self.calls += 1
+            return Validity.PENDING
+
+    k = Keys(4)
+    app = Counting()
+    r = k.replica(1, app)
+    for i in range(50):
+        r.step(k.pp(0, 1, {"seq": 1, "data": f"variant-{i}"}), i)
+    assert app.calls == 1
+    assert len(r.evidence) == 1  # the equivocation is proven once
+    assert r.footprint() <= r.footprint_bound()
+
+
+def test_a_block_the_application_cannot_execute_yet_waits_and_never_crashes() -> None:
+    class Missing(ChainApp):
+        ready = False
+
+        def execute(self, seq: int, proposal: Any) -> None:
+            if not self.ready:
+                raise PotError("payload missing")
+            super().execute(seq, proposal)
+
+    k = Keys(4)
+    app = Missing(target=4)
+    r = k.replica(1, app)
+    wal = MemoryWal()
+    wal.write(r.start(0))
+    out = drive_to_committed(k, r, 1)
+    wal.write(out)
+    assert r.last_exec == 0 and any("cannot execute" in x for x in out.rejected)
+    # a restart from the log does not crash either
+    restored = Replica.restore(k.cfg, 1, k.ids[1], Missing(target=4), wal.load())
+    assert restored.last_exec == 0
+    app.ready = True
+    out = r.resume(5)  # the host resumes the replica once the application has what it needs
+    assert r.last_exec == 1 and [b.seq for b in out.committed] == [1]
+
+
+def test_unsolicited_state_replies_cannot_grow_the_state() -> None:
+    k = Keys(4)
+    r = k.replica(3)
+    seq = 1
+    while seq <= 1200:
+        blocks = tuple(_certified_block(k, s) for s in range(seq, min(1200, seq + 63) + 1))
+        r.step(StateReply(None, blocks, 1), seq)  # an old, honestly certified history
+        seq += len(blocks)
+    assert r.last_exec <= r.high + 64
+    assert r.footprint() <= r.footprint_bound()
+
+
+def test_a_restart_after_many_views_keeps_memory_bounded() -> None:
+    k = Keys(4)
+    r = k.replica(2)
+    wal = MemoryWal()
+    views = [v for v in range(1, 61) if k.cfg.primary(v) != 2]
+    for t, view in enumerate(views):
+        who = k.cfg.primary(view)
+        wal.write(r.step(_new_view(k, view, (0, 1, 3)), t))
+        for seq in range(1, k.cfg.watermark_window + 1):
+            for sender in (0, 1, 3):
+                if sender != who:
+                    wal.write(r.step(k.prepare(view, seq, "ab" * 32, sender), t))
+                wal.write(r.step(k.commit(view, seq, "ab" * 32, sender), t))
+    restored = Replica.restore(k.cfg, 2, k.ids[2], ChainApp(), wal.load())
+    assert restored.footprint() <= restored.footprint_bound()
+    assert len(wal.records) < 500  # the log compacts on entering a view
+
+
+def test_the_signature_cache_holds_digests_not_messages() -> None:
+    k = Keys(4)
+    r = k.replica(1)
+    big = "x" * 900_000
+    for i in range(20):
+        forged = {**k.pp(0, 1, {"seq": 1, "data": "x"}).to_dict(), "proposal": big + str(i)}
+        forged["digest"] = proposal_digest(forged["proposal"])
+        r.step(forged, i)
+    keys = list(r.ver._cache)
+    assert all(len(key[2]) == 32 for key in keys)
+
+
+def test_a_replayed_old_fetch_state_does_not_use_up_the_real_one() -> None:
+    k = Keys(4, checkpoint_interval=2, watermark_window=4)
+    r = k.replica(1)
+    for s in (1, 2, 3):
+        drive_to_committed(k, r, s)
+    old = sign(k.ids[3], CHAIN, FetchState(1, 3))
+    new = sign(k.ids[3], CHAIN, FetchState(3, 3))
+    first = [m for _, m in r.step(old, 1000).sends if isinstance(m, StateReply)]
+    second = [m for _, m in r.step(new, 1001).sends if isinstance(m, StateReply)]
+    assert first and second and [b.seq for b in second[0].blocks] == [3]

@@ -366,7 +366,8 @@ def test_the_primary_fetches_a_payload_that_came_without_its_commitment(
 
 def test_a_submission_for_the_next_round_waits_for_it() -> None:
     """A miner that heard of block h before this validator executed it submits for h + 1:
-    kept aside (one per miner) and taken in when round h + 1 opens."""
+    kept aside (one per miner, only when the miner signed it: a forged entry cannot squat
+    the slot) and taken in when round h + 1 opens."""
     app = make_app(0)
     m = MINERS[0]
     info = app.round_info(0)
@@ -377,7 +378,16 @@ def test_a_submission_for_the_next_round_waits_for_it() -> None:
         height=2,
     )
     digest, sig = sign_commitment(m, CHAIN, 2, info.model_hash, payload)
-    assert app.submit(m.address, m.public_key, digest, sig, payload, 5, height=2) == []
+    # somebody squats the miner's early slot with a forged commitment: it is not kept
+    forged = app.submit(
+        m.address, m.public_key, "ab" * 32, b"\0" * 64, None, 4, height=2,
+        model_hash=info.model_hash,
+    )  # fmt: skip
+    assert forged == []
+    kept = app.submit(
+        m.address, m.public_key, digest, sig, payload, 5, height=2, model_hash=info.model_hash
+    )
+    assert kept == []
     app.execute(1, None)  # a null block 1: the model stays, round 2 opens next
     app.tick(10)
     assert app.has_pending(2, 10 + ROUND_TIME)
@@ -635,9 +645,17 @@ def test_d_executing_the_same_blocks_gives_the_same_state(network: Network) -> N
 
 def test_d_a_committed_block_without_its_payloads_cannot_be_applied(network: Network) -> None:
     app = make_app(None)
-    with pytest.raises(ChainError, match="missing"):
+    with pytest.raises(ChainError, match="lacks"):
         app.execute(1, network.committed[0][0][1])
     assert app.height == 0
+    # what it lacks is listed for the host to fetch; with it, the block applies
+    wanted = {h for _, h in app.missing()}
+    assert wanted
+    for w in network.works[1]:
+        if w.payload_hash in wanted:
+            app.provide(w.miner.address, w.miner.public_key, w.payload)
+    app.execute(1, network.committed[0][0][1])
+    assert app.height == 1
 
 
 _OTHER_PROCESS = """

@@ -169,6 +169,8 @@ class Replica:
         self._answered: dict[int, int] = {}
         # pre-prepares the application is still deriving (validate answered PENDING)
         self._awaiting: dict[tuple[int, int], PrePrepare] = {}
+        # the digest of the one proposal per (view, seq) handed to the application
+        self._judged_slot: dict[tuple[int, int], str] = {}
         # timers (not persisted: a restarted replica arms them afresh)
         self._progress_deadline: int | None = None
         # when this replica last saw the current view's primary do new work (accepted a new
@@ -177,7 +179,7 @@ class Replica:
         self._vc_deadline: int | None = None
         self._resend_deadline: int | None = None
         self._fetch_after = -1
-        self._served: dict[int, int] = {}
+        self._served: dict[int, tuple[int, int]] = {}  # requester -> (when, from_seq)
         self._now = 0
         self._out = Output()
         self._compact = False
@@ -232,6 +234,7 @@ class Replica:
             "served": len(self._served),
             "answered": len(self._answered),
             "awaiting": len(self._awaiting),
+            "judged": len(self._judged_slot),
         }
 
     def footprint_bound(self) -> int:
@@ -255,7 +258,7 @@ class Replica:
         return (
             (entries + blocks + checkpoints + view_change + own + seen + late + future + evidence)
             + 2 * n
-            + w
+            + 2 * w
         )
 
     def step(self, message: Message | Any, now: int) -> Output:
@@ -497,13 +500,21 @@ class Replica:
         if pp.proposal is None:
             self._reject("pre-prepare: null proposal outside a new-view")
             return
+        judged = self._judged_slot.get((pp.view, pp.seq))
+        if judged is not None and judged != pp.digest:
+            # the primary equivocated (kept as evidence above): the application judges one
+            # proposal per (view, seq), so a Byzantine primary cannot make every backup
+            # re-derive as many blocks as it can sign
+            self._reject("pre-prepare: conflicts with the proposal already being judged")
+            return
         self._judge_pre_prepare(pp)
 
     def _judge_pre_prepare(self, pp: PrePrepare) -> None:
         """Ask the application; accept, reject, or keep the pre-prepare aside while it derives
         (one per (view, seq) inside the watermarks: bounded)."""
-        validity = self._app_validity(pp.seq, pp.proposal)
         key = (pp.view, pp.seq)
+        self._judged_slot.setdefault(key, pp.digest)
+        validity = self._app_validity(pp.seq, pp.proposal)
         if validity is Validity.PENDING:
             self._awaiting.setdefault(key, pp)
             return
@@ -601,12 +612,23 @@ class Replica:
 
     def _execute_ready(self) -> None:
         while self.last_exec + 1 in self._ready:
-            block = self._ready.pop(self.last_exec + 1)
-            self._execute(block)
+            block = self._ready[self.last_exec + 1]
+            if not self._execute(block):
+                break  # the application cannot apply it yet: retried on the next input
+            self._ready.pop(block.seq, None)
         self._maybe_propose()
 
-    def _execute(self, block: CommittedBlock) -> None:
-        self.app.execute(block.seq, block.proposal)
+    def _execute(self, block: CommittedBlock) -> bool:
+        """Apply a committed block; False (and nothing changed) when the application cannot
+        apply it yet (e.g. a pot validator still fetching its payloads): the block stays
+        ready and is retried on the next input (the host resumes the replica when the
+        application has what it needed)."""
+        try:
+            self.app.execute(block.seq, block.proposal)
+        except PotError as exc:
+            self._ready[block.seq] = block
+            self._reject(f"application cannot execute block {block.seq} yet: {exc}")
+            return False
         self.last_exec = block.seq
         self._blocks[block.seq] = block
         self._out.committed.append(block)
@@ -616,6 +638,7 @@ class Replica:
         self._resend_deadline = None
         if block.seq % self.cfg.checkpoint_interval == 0:
             self._take_checkpoint(block.seq)
+        return True
 
     def _take_checkpoint(self, seq: int) -> None:
         digest = self.app.state_digest()
@@ -747,6 +770,7 @@ class Replica:
         self._late = {k: m for k, m in self._late.items() if k[3] > h}
         self._future = {k: m for k, m in self._future.items() if k[3] > h}
         self._awaiting = {k: m for k, m in self._awaiting.items() if k[1] > h}
+        self._judged_slot = {k: d for k, d in self._judged_slot.items() if k[1] > h}
         self._compact = True
         if self.last_exec < h:
             if sc.snapshot is not None:
@@ -776,8 +800,14 @@ class Replica:
 
     def _on_fetch_state(self, fs: FetchState) -> None:
         last = self._served.get(fs.replica)
-        if last is not None and self._now - last < self.cfg.resend_interval // 2:
-            return  # rate limit: at most one answer per requester per half resend interval
+        if (
+            last is not None
+            and fs.from_seq <= last[1]
+            and self._now - last[0] < (self.cfg.resend_interval // 2)
+        ):
+            # rate limit: one answer per requester per half resend interval, unless it asks
+            # from further on (a replayed older request cannot use up the real one's slot)
+            return
         if not self.ver.check(fs):
             self._reject("fetch-state: invalid signature")
             return
@@ -804,7 +834,7 @@ class Replica:
         blocks = tuple(picked)
         if checkpoint is None and not blocks:
             return
-        self._served[fs.replica] = self._now
+        self._served[fs.replica] = (self._now, fs.from_seq)
         self._send(StateReply(checkpoint, blocks, self.id), fs.replica)
 
     def _on_state_reply(self, sr: StateReply) -> None:
@@ -830,11 +860,17 @@ class Replica:
         for block in sorted(sr.blocks, key=lambda b: b.seq):
             if block.seq != self.last_exec + 1:
                 continue
+            if block.seq > self.high + MAX_STATE_BLOCKS:
+                # past what a state transfer may run ahead of the stable checkpoint (bounded
+                # memory: an unsolicited stream of old certified blocks cannot grow our
+                # state); the next stable checkpoint moves the window on
+                break
             if not valid_commit_certificate(block, self.cfg, self.ver):
                 self._reject(f"state-reply: block {block.seq} has an invalid commit certificate")
                 return
+            if not self._execute(block):
+                break
             self._ready.pop(block.seq, None)
-            self._execute(block)
             self._execute_ready()
 
     # ------------------------------------------------------------------ view change
@@ -892,6 +928,7 @@ class Replica:
         self._resend_deadline = self._now + self.cfg.resend_interval
         self._future = {k: m for k, m in self._future.items() if k[2] >= new_view}
         self._awaiting = {}
+        self._judged_slot = {}
         self._prune_vcs()
         self._check_vc_quorum(new_view)
 
@@ -1059,6 +1096,7 @@ class Replica:
         self._keep_vc_proof(nv.view_changes)
         self._record("view", self._view_record())
         self._prune_vcs()
+        self._compact = True  # the log would otherwise keep every view since the checkpoint
         if min_s > self.low and cp_digest is not None:
             snap = self._snapshots.get(min_s)
             snapshot = snap[1] if snap is not None and snap[0] == cp_digest else None
@@ -1299,7 +1337,10 @@ class Replica:
             if seq != self.last_exec + 1:
                 break
             block = self._blocks[seq]
-            self.app.execute(seq, block.proposal)
+            try:
+                self.app.execute(seq, block.proposal)
+            except PotError:
+                break  # cannot apply it yet (e.g. payloads to fetch): kept ready below
             self.last_exec = seq
             if seq % self.cfg.checkpoint_interval == 0:
                 digest = self.app.state_digest()
@@ -1310,11 +1351,16 @@ class Replica:
                         f"consensus log replay reached state {digest[:12]} at {seq} but the log "
                         f"says {own.digest[:12]}; refusing to start"
                     )
+        # logged blocks the application could not apply yet wait, ready, for the next input
+        self._ready = {s: b for s, b in self._blocks.items() if s > self.last_exec}
         self._blocks = {s: b for s, b in self._blocks.items() if s <= self.last_exec}
         quorums = [tuple(slot[r] for r in sorted(slot)) for slot in self._vcs.values()]
         quorums.extend(nv.view_changes for nv in self._new_views.values())
         for view_changes in sorted(quorums, key=lambda q: q[0].new_view if q else -1):
             if len(view_changes) >= self.cfg.quorum:
                 self._keep_vc_proof(view_changes)
+        # a log not compacted since several view changes holds their entries: keep what the
+        # live replica would (bounded memory after a restart too)
+        self._prune_vcs()
         own_pp = [k[2] for k in self._own if k[0] == PrePrepare.TYPE and k[1] == self.view]
         self.next_seq = max([self.low + 1, self.last_exec + 1, *(s + 1 for s in own_pp)])

@@ -85,7 +85,7 @@ from pot_cli.crypto import (
 )
 from pot_cli.errors import PotError
 from pot_cli.protocol.block import GENESIS_PREV, Block, BlockError, block_hash, parse_block
-from pot_cli.protocol.commitments import sign_cut_off
+from pot_cli.protocol.commitments import sign_cut_off, verify_commitment
 from pot_cli.protocol.derive import (
     DEFAULT_BAND,
     ChainState,
@@ -456,7 +456,13 @@ class PotApp:
         r = self._intake(now)
         out, self._queued = self._queued, []
         if height == r.height + 1 and miner in self._keys:
-            if miner not in self._early:  # one per miner; replayed when the round opens
+            signed = isinstance(model_hash, str) and verify_commitment(
+                self._keys[miner], commitment_sig, self.genesis.chain_id, height,
+                model_hash, payload_hash,
+            )  # fmt: skip
+            # one per miner, replayed when the round opens; only a commitment the miner
+            # signed takes the slot, so nobody can squat it with a forged one
+            if signed and miner not in self._early:
                 self._early[miner] = _Early(
                     miner, payload_hash, commitment_sig, payload, model_hash
                 )
@@ -630,7 +636,7 @@ class PotApp:
             return self._remember(key, _Judgement(False, reason))
         inputs, missing = self._inputs_for(prop.block)
         if missing:
-            self._missing[key] = missing
+            _bounded_put(self._missing, key, missing)
             return None
         self._missing.pop(key, None)
         job = DerivationJob(
@@ -644,7 +650,8 @@ class PotApp:
         if self.sync_derivation:
             self.derivation_done(job.run())
             return self._judged.get(key)
-        self._jobs.setdefault(key, job)
+        if key not in self._jobs:
+            _bounded_put(self._jobs, key, job)
         return None
 
     def _remember(self, key: str, j: _Judgement) -> _Judgement:
@@ -745,7 +752,16 @@ class PotApp:
         judged = self._judged.get(prop.digest)
         derived = judged.derived if judged is not None else None
         if derived is None:
-            inputs, _ = self._inputs_for(prop.block)
+            inputs, missing = self._inputs_for(prop.block)
+            accepted = {r.miner for r in prop.block.submissions if r.verdict.kind == "accepted"}
+            lacking = tuple(
+                (m, h) for m, h in missing if m in accepted and h not in inputs.payloads
+            )
+            if lacking:
+                # listed by missing(): the host fetches them and resumes the replica, which
+                # retries the execution (it never crashes on this)
+                self._missing[f"execute:{seq}"] = lacking
+                raise ChainError(f"block {seq} lacks {len(lacking)} accepted payload(s)")
             try:
                 derived = settle_committed(self.rules, s, inputs, prop.block)
             except DeriveError as exc:
@@ -888,3 +904,15 @@ def _tensors(raw: Any, shapes: Mapping[str, tuple[int, ...]], what: str) -> dict
             raise ChainError(f"{what}.{name}: non-finite values")
         out[name] = t
     return out
+
+
+MAX_PENDING = 8  # proposals waiting at once for payloads or a worker (the rest: dropped)
+
+
+def _bounded_put(table: dict[str, Any], key: str, value: Any) -> None:
+    """Insert into a table of pending work, dropping the oldest entries past MAX_PENDING (a
+    Byzantine primary must not make a backup hold unbounded work: at most one proposal per
+    (view, seq) reaches the application, and views only change on timeouts)."""
+    table[key] = value
+    while len(table) > MAX_PENDING:
+        del table[next(iter(table))]
