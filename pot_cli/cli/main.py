@@ -107,6 +107,7 @@ app.add_typer(sim_app, name="sim", rich_help_panel=PANEL_DEV)
 def _register_all() -> None:
     # One module per command group; they import heavy dependencies (torch, pynvml) lazily
     # inside the commands so that ``pot --help`` stays fast.
+    from pot_cli.cli import chain as chain_commands
     from pot_cli.cli import consensus as consensus_commands
     from pot_cli.cli import hw as hw_commands
     from pot_cli.cli import network as network_commands
@@ -118,6 +119,7 @@ def _register_all() -> None:
     training_commands.register(bench_app)
     consensus_commands.register(bench_app, sim_app)
     network_commands.register(sim_app)
+    chain_commands.register(app, panel=PANEL_NODE)
 
 
 _register_all()

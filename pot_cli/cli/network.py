@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,14 @@ def sim_network(
         int, typer.Option("--rounds", help="Rounds each run must commit.", min=1)
     ] = 3,
     task: Annotated[str, typer.Option("--task", help="Training task (tiny: fast).")] = "tiny",
+    save_chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-chain",
+            help="With --seed: write the run's chain (genesis, certified blocks, payloads) to "
+            "this SQLite file, for `pot chain verify --chain FILE`.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Validators (the PoT application under PBFT) and miners (honest and forging) on a seeded
@@ -47,11 +56,20 @@ def sim_network(
     from pot_cli.sim.network import NetworkConfig, NetworkSimulation, plan_network_seed
 
     faults = _parse_faults(fault)
+    if save_chain is not None and seed is None:
+        raise UsageError("--save-chain: give one --seed")
     if seed is not None:
         kind = faults[0] if len(faults) == 1 else plan_network_seed(seed, faults)
-        result = NetworkSimulation(
-            NetworkConfig(seed=seed, fault=kind, rounds=rounds, task=task)
-        ).run()
+        sim = NetworkSimulation(NetworkConfig(seed=seed, fault=kind, rounds=rounds, task=task))
+        result = sim.run()
+        if save_chain is not None:
+            from pot_cli.node.chainstore import ChainStore
+
+            store = ChainStore(save_chain)
+            try:
+                sim.save_chain(store)
+            finally:
+                store.close()
         summary = result.summary()
         if as_json:
             emit_json(summary)

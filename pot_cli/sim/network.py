@@ -41,11 +41,12 @@ import torch
 
 from pot_cli.consensus.config import ReplicaConfig
 from pot_cli.consensus.host import ReplicaHost
-from pot_cli.consensus.messages import proposal_digest
+from pot_cli.consensus.messages import CommittedBlock, proposal_digest
 from pot_cli.consensus.replica import Output, Replica
 from pot_cli.consensus.wal import MemoryWal
 from pot_cli.crypto import Identity, sha256
 from pot_cli.errors import PotError, UsageError
+from pot_cli.node.chainstore import ChainStore
 from pot_cli.protocol.app import PotApp, RoundInfo, parse_proposal
 from pot_cli.protocol.commitments import sign_commitment
 from pot_cli.protocol.genesis import Genesis, parse_genesis
@@ -215,6 +216,7 @@ class NetworkSimulation:
         self.partition: list[set[int]] | None = None
         self.decided: dict[int, str] = {}
         self.blocks: dict[int, Any] = {}  # height -> committed proposal
+        self.certified: dict[int, CommittedBlock] = {}  # with their commit certificates
         self.miner_rounds: set[int] = set()
         self.violations: list[str] = []
 
@@ -385,6 +387,8 @@ class NetworkSimulation:
 
         def on_output(replica: Replica, out: Output) -> None:
             for block in out.committed:
+                if node.honest:
+                    self.certified.setdefault(block.seq, block)
                 self._committed(node, block.seq, block.proposal)
 
         try:
@@ -621,6 +625,17 @@ class NetworkSimulation:
                 "honest validators at that height"
             )
         fresh.ledger.check_invariants()
+
+    def save_chain(self, store: ChainStore) -> None:
+        """Write the run's chain as a validator keeps it: the genesis, every committed block
+        with its commit certificate, the payloads (``pot chain verify`` re-derives it)."""
+        store.put_genesis(self.genesis)
+        for seq in sorted(self.certified):
+            store.put_block(self.certified[seq])
+        table = store.payloads
+        for node in self.nodes:
+            for digest, payload in sorted(node.payloads.items()):
+                table[digest] = payload
 
     def _result(self, cpu: float) -> NetworkResult:
         slashed = accepted = late = 0
