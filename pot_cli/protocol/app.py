@@ -58,10 +58,14 @@ Primary and backups
   payout, ``Ledger.check_invariants``, the new head. ``None`` (a null block) advances only the
   height (and the ledger's, with an empty payout).
 
-Snapshots are plain JSON: height, head, ledger snapshot, the model and the optimizer buffers
-and the previous gradients as hex of canonical little-endian float32 bytes per tensor (sorted
-names). Simple and exact; about ``(3 + accepted) x 4 x params x 2`` bytes of JSON (digits,
-6 miners: ~5 MB), so large models will want state transfer by content hash (a later change).
+Snapshots are small JSON: height, head, the ledger, and the model, the optimizer buffers and
+the previous round's accepted gradients as SHA-256 hashes of content-addressed blobs (each
+tensor's little-endian float32 bytes). The certified snapshot digest covers the hashes, so a
+state transfer moves the tensors in chunks, each checked against its hash: ``restore`` of a
+snapshot whose blobs are not here lists them in :meth:`missing` and raises (nothing changes),
+the host fetches them from peers like payloads (:meth:`payload` serves them, :meth:`provide`
+takes them) and the transfer is retried. The blobs of the last few snapshots are kept to serve
+peers (and written to the durable payload store).
 """
 
 from __future__ import annotations
@@ -119,7 +123,8 @@ from pot_cli.training.optim import OptimizerState, init_optimizer_state
 from pot_cli.training.tasks import Task, load_task
 from pot_cli.training.verification import VerificationPolicy
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: tensors as content-addressed blobs (1: inline hex)
+KEEP_SNAPSHOT_BLOBS = 4  # snapshots whose blobs this validator keeps serving
 # The intake bound on one payload: the codec's exact limit (uncompressed) times this. A signed
 # payload the codec refuses as oversize still reaches verification (a penalised verdict).
 INTAKE_LIMIT_FACTOR = 4
@@ -320,6 +325,10 @@ class PotApp:
         # there too, and a payload missing from memory is looked up there (a restarted
         # validator re-executes logged blocks from it)
         self.payload_store = payload_store
+        # snapshot blobs (tensor bytes by hash) of the last few snapshots, to serve peers
+        self._blobs: dict[str, bytes] = {}
+        self._fresh_blobs: set[str] = set()
+        self._snapshot_blobs: list[set[str]] = []
         self._round: _Intake | None = None
         self._early: dict[str, _Early] = {}
         self._queued: list[Action] = []
@@ -518,10 +527,14 @@ class PotApp:
         return True
 
     def payload(self, payload_hash: str) -> bytes | None:
-        """The bytes of ``payload_hash`` if this validator holds them (to serve a peer)."""
+        """The bytes of ``payload_hash`` (a miner's payload or a snapshot blob) if this
+        validator holds them (to serve a peer)."""
         have = self._payloads.get(payload_hash)
         if have is not None:
             return have[1]
+        blob = self._blobs.get(payload_hash)
+        if blob is not None:
+            return blob
         if self.payload_store is not None:
             return self.payload_store.get(payload_hash)
         return None
@@ -805,17 +818,36 @@ class PotApp:
                 "height": s.height,
                 "head": s.head,
                 "ledger": s.ledger.snapshot(),
-                "params": {n: _hex(t) for n, t in sorted(s.params.items())},
+                "params": {n: self._blob(t) for n, t in sorted(s.params.items())},
                 "optimizer": {
                     "step": s.opt_state.step,
                     "buffers": {
-                        kind: {n: _hex(t) for n, t in sorted(ts.items())}
+                        kind: {n: self._blob(t) for n, t in sorted(ts.items())}
                         for kind, ts in sorted(s.opt_state.buffers.items())
                     },
                 },
-                "previous": {a: _hex(v) for a, v in sorted(s.previous.items())},
+                "previous": {a: self._blob(v) for a, v in sorted(s.previous.items())},
             }
+            self._snapshot_blobs.append(set(self._fresh_blobs))
+            self._fresh_blobs = set()
+            while len(self._snapshot_blobs) > KEEP_SNAPSHOT_BLOBS:
+                self._snapshot_blobs.pop(0)
+                live = set().union(*self._snapshot_blobs)
+                self._blobs = {h: b for h, b in self._blobs.items() if h in live}
         return self._snapshot
+
+    def _blob(self, t: torch.Tensor) -> str:
+        """A tensor's canonical bytes (little-endian float32, C order) as a content-addressed
+        blob: the snapshot holds its SHA-256, peers fetch the bytes by that hash (as they fetch
+        payloads) and check them against it, so a state transfer moves the model in chunks,
+        each verified against the certified snapshot digest."""
+        data = t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
+        digest = sha256_hex(data)
+        self._blobs[digest] = data
+        self._fresh_blobs.add(digest)
+        if self.payload_store is not None and digest not in self.payload_store:
+            self.payload_store[digest] = data
+        return digest
 
     def state_digest(self) -> str:
         return self.snapshot_digest(self.snapshot())
@@ -854,7 +886,8 @@ class PotApp:
         if ledger.height != height:
             raise ChainError("snapshot: the ledger's height is not the chain's")
         shapes = self.task.param_shapes
-        params = _tensors(snap["params"], shapes, "snapshot.params")
+        lacking: list[str] = []
+        params = self._tensors(snap["params"], shapes, "snapshot.params", lacking)
         opt = snap["optimizer"]
         if not isinstance(opt, dict) or set(opt) != {"step", "buffers"}:
             raise ChainError("snapshot.optimizer: expected 'step' and 'buffers'")
@@ -864,7 +897,10 @@ class PotApp:
         kinds = set(init_optimizer_state(self.task.optimizer, params).buffers)
         if not isinstance(raw, dict) or set(raw) != kinds:
             raise ChainError(f"snapshot.optimizer.buffers: expected {sorted(kinds)}")
-        buffers = {k: _tensors(raw[k], shapes, f"snapshot.optimizer.{k}") for k in sorted(raw)}
+        buffers = {
+            k: self._tensors(raw[k], shapes, f"snapshot.optimizer.{k}", lacking)
+            for k in sorted(raw)
+        }
         prev = snap["previous"]
         if not isinstance(prev, dict):
             raise ChainError("snapshot.previous: expected an object")
@@ -873,37 +909,42 @@ class PotApp:
         for a in sorted(prev):
             if a not in ledger.accounts:
                 raise ChainError("snapshot.previous: an address without an account")
-            previous[a] = _tensors({"vector": prev[a]}, flat, "snapshot.previous")["vector"]
+            previous[a] = self._tensors(
+                {"vector": prev[a]}, flat, "snapshot.previous", lacking
+            ).get("vector", torch.zeros(0))
+        if lacking:
+            # listed by missing(): the host fetches the blobs from peers (as payloads) and the
+            # state transfer is retried; nothing of the state changed meanwhile
+            self._missing["snapshot"] = tuple(("", h) for h in sorted(set(lacking)))
+            raise ChainError(f"snapshot: {len(set(lacking))} blob(s) still to fetch")
+        self._missing.pop("snapshot", None)
         return ChainState(height, head, ledger, params, OptimizerState(step, buffers), previous)
 
-
-def _hex(t: torch.Tensor) -> str:
-    """Canonical bytes of a tensor: little-endian float32, C order, as hex."""
-    a = t.detach().to("cpu", torch.float32).contiguous().numpy()
-    return a.astype("<f4", copy=False).tobytes().hex()
-
-
-def _tensors(raw: Any, shapes: Mapping[str, tuple[int, ...]], what: str) -> dict[str, torch.Tensor]:
-    if not isinstance(raw, dict) or set(raw) != set(shapes):
-        raise ChainError(f"{what}: expected exactly the tensors {sorted(shapes)[:8]}")
-    out: dict[str, torch.Tensor] = {}
-    for name, shape in shapes.items():
-        text = raw[name]
-        n = math.prod(shape)
-        if not isinstance(text, str) or len(text) != 8 * n:
-            raise ChainError(f"{what}.{name}: expected {8 * n} hex characters")
-        try:
-            data = bytes.fromhex(text)
-        except ValueError:
-            raise ChainError(f"{what}.{name}: not hex") from None
-        if text != data.hex():
-            raise ChainError(f"{what}.{name}: not lowercase hex")
-        arr = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(shape)
-        t = torch.from_numpy(arr.copy())
-        if not bool(torch.isfinite(t).all()):
-            raise ChainError(f"{what}.{name}: non-finite values")
-        out[name] = t
-    return out
+    def _tensors(
+        self, raw: Any, shapes: Mapping[str, tuple[int, ...]], what: str, lacking: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """Tensors named by blob hashes; the hashes whose bytes are not here go to
+        ``lacking`` (those tensors are left out of the result)."""
+        if not isinstance(raw, dict) or set(raw) != set(shapes):
+            raise ChainError(f"{what}: expected exactly the tensors {sorted(shapes)[:8]}")
+        out: dict[str, torch.Tensor] = {}
+        for name, shape in shapes.items():
+            digest = raw[name]
+            if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+                raise ChainError(f"{what}.{name}: expected a 64-hex blob hash")
+            data = self.payload(digest)
+            if data is None:
+                lacking.append(digest)
+                continue
+            n = math.prod(shape)
+            if len(data) != 4 * n or sha256_hex(data) != digest:
+                raise ChainError(f"{what}.{name}: the blob does not match its hash or shape")
+            arr = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(shape)
+            t = torch.from_numpy(arr.copy())
+            if not bool(torch.isfinite(t).all()):
+                raise ChainError(f"{what}.{name}: non-finite values")
+            out[name] = t
+        return out
 
 
 MAX_PENDING = 8  # proposals waiting at once for payloads or a worker (the rest: dropped)

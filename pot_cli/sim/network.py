@@ -81,6 +81,9 @@ class NetworkConfig:
     timeout: int = 1000
     resend: int = 200
     spot_check_rate: float = 0.5
+    # cut the last validator off from the others until then (it must catch up by state
+    # transfer, the model's tensors fetched as blobs): 0 = never
+    isolate_until: int = 0
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
@@ -123,9 +126,11 @@ class NetworkResult:
     honest_late: int
     model_hash: str
     cpu_s: float
+    state_transfers: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
+            "state_transfers": self.state_transfers,
             "seed": self.config.seed,
             "fault": self.config.fault,
             "ok": self.ok,
@@ -267,6 +272,10 @@ class NetworkSimulation:
             t = rng.randint(50, nc.chaos_until - 200)
             self._push(t, "crash", victim)
             self._push(t + rng.randint(100, 300), "restart", victim)
+        if nc.isolate_until:
+            last = nc.validators - 1
+            self.partition = [set(range(last)), {last}]
+            self._push(nc.isolate_until, "unpartition", None)
         self._push(nc.chaos_until, "heal", None)
         for node in self.nodes:
             self._boot(node)
@@ -651,6 +660,7 @@ class NetworkSimulation:
         honest_nodes = [n for n in self.nodes if n.honest and n.host is not None]
         vcs = max((n.host.replica.stats["view_changes"] for n in honest_nodes if n.host), default=0)
         model = next((n.app.model_hash for n in honest_nodes if n.app is not None), "")
+        transfers = sum(n.host.replica.stats["state_transfers"] for n in honest_nodes if n.host)
         return NetworkResult(
             config=self.nc,
             ok=not self.violations,
@@ -664,6 +674,7 @@ class NetworkSimulation:
             honest_late=late,
             model_hash=model,
             cpu_s=cpu,
+            state_transfers=transfers,
         )
 
 
