@@ -18,7 +18,10 @@ Faults, during the chaos phase ``[0, chaos_until)`` (the network heals afterward
   send anything (they still receive);
 * ``withholding-primary``: validator 0 (the first primary) leaves one honest miner's
   submission out of its round: honest backups that saw it in time refuse the block, a view
-  change follows and the submission is in the block finally committed.
+  change follows and the submission is in the block finally committed;
+* ``colluding-primary``: validator 0 colludes with the forgers: it re-computes nothing and
+  flags nothing, so its blocks accept every forgery; honest backups re-derive, refuse, and
+  the next primary's block slashes the forgers.
 
 Invariants: agreement (no two honest validators commit different blocks at a height),
 execution never fails (ledger conservation and no negative balance are checked by every
@@ -58,7 +61,15 @@ from pot_cli.training.gradients import Numerics, compute_gradient
 from pot_cli.training.tasks import Task, load_task
 from pot_cli.training.verification import VerificationPolicy
 
-FAULTS = ("none", "drop", "partition", "crash", "silent-validator", "withholding-primary")
+FAULTS = (
+    "none",
+    "drop",
+    "partition",
+    "crash",
+    "silent-validator",
+    "withholding-primary",
+    "colluding-primary",
+)
 # attacks a Byzantine miner plays in rotation (each is caught by a re-compute when sampled)
 MINER_ATTACKS = tuple(a for a in ATTACKS if a not in ("copy", "copy-perturbed"))
 CHAIN = "pot-simnet"
@@ -210,7 +221,12 @@ class NetworkSimulation:
         silent: set[int] = set()
         if config.fault == "silent-validator":  # any f of them, the first primary included
             silent = set(self.rng.sample(range(config.validators), config.f))
-        self.nodes = [Validator(i, ids[i], i not in silent) for i in range(config.validators)]
+        byzantine_validators = set(silent)
+        if config.fault in ("withholding-primary", "colluding-primary"):
+            byzantine_validators.add(0)
+        self.nodes = [
+            Validator(i, ids[i], i not in byzantine_validators) for i in range(config.validators)
+        ]
         self.silent = silent
         self.victim = sorted(self.honest_miners)[0] if self.honest_miners else ""
         self.queue: list[tuple[int, int, str, Any]] = []
@@ -372,6 +388,17 @@ class NetworkSimulation:
     # ------------------------------------------------------------------ validators
 
     def _boot(self, node: Validator) -> None:
+        policy = self.policy
+        if self.nc.fault == "colluding-primary" and node.index == 0:
+            # checks nothing: no sample, no flag, any error within tolerance
+            policy = VerificationPolicy(
+                spot_check_rate=0.0,
+                tolerance=1e9,
+                norm_factor=1e9,
+                min_cosine=-2.0,
+                copy_cosine=2.0,
+                numerics=Numerics(threads=1),
+            )
         app = PotApp(
             self.genesis,
             identity=node.identity,
@@ -379,7 +406,7 @@ class NetworkSimulation:
             censor_grace=self.nc.round_time // 4,
             fetch_grace=self.nc.round_time // 3,
             task=self.task,
-            policy=self.policy,
+            policy=policy,
             payload_store=node.payloads,
         )
         node.app = app
