@@ -23,15 +23,10 @@ def _parse_ns(text: str) -> tuple[int, ...]:
 
 
 def _parse_faults(text: str) -> tuple[str, ...]:
+    from pot_cli.cli.output import parse_kinds
     from pot_cli.sim.consensus import FAULT_KINDS
 
-    if text == "all":
-        return FAULT_KINDS
-    faults = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [f for f in faults if f not in FAULT_KINDS]
-    if not faults or bad:
-        raise UsageError(f"--fault: unknown {bad or text!r}; one of: all, {', '.join(FAULT_KINDS)}")
-    return faults
+    return parse_kinds(text, FAULT_KINDS, "--fault")
 
 
 def sim_consensus(

@@ -14,15 +14,10 @@ from pot_cli.errors import UsageError
 
 
 def _parse_faults(text: str) -> tuple[str, ...]:
+    from pot_cli.cli.output import parse_kinds
     from pot_cli.sim.network import FAULTS
 
-    if text == "all":
-        return FAULTS
-    faults = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [f for f in faults if f not in FAULTS]
-    if not faults or bad:
-        raise UsageError(f"--fault: unknown {bad or text!r}; one of: all, {', '.join(FAULTS)}")
-    return faults
+    return parse_kinds(text, FAULTS, "--fault")
 
 
 def sim_network(

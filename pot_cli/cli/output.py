@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pot_cli.errors import UsageError
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -143,3 +145,15 @@ def error(message: str) -> None:
 
 def warn(message: str) -> None:
     err_console.print(f"[bold yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+
+
+def parse_kinds(text: str, kinds: Sequence[str], option: str) -> tuple[str, ...]:
+    """A comma-separated selection among ``kinds`` (or ``all``) for a command option; a
+    :class:`UsageError` names the unknown ones and lists the choices."""
+    if text == "all":
+        return tuple(kinds)
+    chosen = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [k for k in chosen if k not in kinds]
+    if not chosen or bad:
+        raise UsageError(f"{option}: unknown {bad or text!r}; one of: all, {', '.join(kinds)}")
+    return chosen
