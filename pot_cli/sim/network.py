@@ -564,7 +564,7 @@ class NetworkSimulation:
         self.miner_rounds.add(height)
         info = source.app.round_info(self.now)
         subs = [self._work(m, info) for m in self.miners]
-        honest_by_addr = {s.miner.address: s for s in subs if s.miner.address in self.honest}
+        honest_by_addr = {s.miner.address: s for s in subs if s.miner.address in self.honest_miners}
         for attempt in range(3):  # a rig's miner re-sends while the round is open
             for sub in subs:
                 for dst in range(self.nc.validators):
@@ -576,10 +576,6 @@ class NetworkSimulation:
             victim = honest_by_addr[sorted(honest_by_addr)[-1]]
             for dst in range(self.nc.validators):
                 self._route_later(self.nc.round_time // 3, dst, "submit", (dst, victim))
-
-    @property
-    def honest(self) -> set[str]:
-        return self.honest_miners
 
     def _work(self, miner: Identity, info: RoundInfo) -> Submission:
         task = self.task
