@@ -41,8 +41,14 @@ from pot_cli.training.assignment import assign_batch
 from pot_cli.training.codec import Compression, encode_gradient
 from pot_cli.training.gradients import Numerics, compute_gradient
 from pot_cli.training.tasks import load_task
+from pot_cli.training.verification import (
+    RoundContext,
+    Statistics,
+    Submission,
+    VerificationPolicy,
+    verify_round,
+)
 from pot_cli.training.verification import Verdict as CheckVerdict
-from pot_cli.training.verification import VerificationPolicy
 
 # The smallest task there is: a gradient costs well under a millisecond.
 TASK = "tiny"
@@ -444,10 +450,110 @@ def test_a_verdict_inside_the_band_stands_outside_it_does_not(
     assert "verdict" in outside.last_invalid
 
 
+# ------------------------------------------------------ (a) the band around the flags
+
+
+COPIER, ORIGINAL = MINERS[4], MINERS[0]
+# flags and the band's re-computes only: no random sample
+FLAGS_ONLY = replace(POLICY, spot_check_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def copy_round() -> tuple[list[Work], float]:
+    """Round 1 with a copier (MINERS[4]) submitting ORIGINAL's gradient plus noise (it did no
+    work of its own, so its re-compute fails) and the copy cosine every validator measures."""
+    info = make_app(None).round_info(0)
+    task = load_task(TASK)
+    works = [w for w in make_work(info, {}) if w.miner.address not in (SIGN_FLIP, LAZY)]
+    indices = assign_batch(info.round_seed, ORIGINAL.address, task.train_size, task.batch_size)
+    grad = compute_gradient(task, info.params, indices)
+    gen = torch.Generator().manual_seed(7)
+    noisy = {
+        n: t + 0.08 * t.abs().mean() * torch.randn(t.shape, generator=gen) for n, t in grad.items()
+    }
+    payload = encode_gradient(
+        task, noisy, model_hash=info.model_hash, height=info.height, numerics="fp32"
+    )
+    digest, sig = sign_commitment(COPIER, CHAIN, info.height, info.model_hash, payload)
+    works.append(Work(COPIER, digest, sig, payload))
+    works.sort(key=lambda w: w.miner.address)
+    ctx = RoundContext(task, info.height, info.round_seed, info.params, info.model_hash)
+    subs = [Submission(w.miner.address, w.payload) for w in works]
+    stats = verify_round(ctx, subs, FLAGS_ONLY).verdicts[COPIER.address].statistics
+    assert stats is not None and 0.9 < stats.copy_cosine < 0.999, stats
+    return works, stats.copy_cosine
+
+
+def _copy_policy(cosine: float, distance: float) -> VerificationPolicy:
+    """A policy whose copy threshold puts ``cosine`` at ``distance`` past it (in bands): what
+    a validator whose floats differ from another's sees, exaggerated to the band's scale."""
+    return replace(FLAGS_ONLY, copy_cosine=cosine - distance * FLAGS_ONLY.flag_band)
+
+
+def _copier_verdict(proposal: dict[str, Any]) -> Verdict:
+    block = parse_block(proposal["block"])
+    return next(s.verdict for s in block.submissions if s.miner == COPIER.address)
+
+
+@pytest.mark.parametrize(
+    ("proposer_at", "backup_at", "valid", "copier"),
+    [
+        # both past the threshold, or within the margin: both re-compute, both slash
+        (0.5, -0.5, True, "slashed"),
+        (-0.5, 0.5, True, "slashed"),
+        # the proposer re-computes in its margin; the backup, just outside, re-computes the
+        # slash on demand rather than taking it on the proposer's word
+        (-1.5, -2.5, True, "slashed"),
+        # the proposer just outside its margin accepts; the backup re-computed in the outer
+        # half of its margin, which the proposer need not have reached: it defers
+        (-2.5, -1.5, True, "accepted"),
+        # inside the band a failed re-compute is never accepted on the proposer's word
+        (-2.5, -0.5, False, "accepted"),
+        (-2.5, 0.5, False, "accepted"),
+    ],
+)
+def test_a_copy_flag_inside_the_band_leads_both_sides_to_the_same_verdict(
+    copy_round: tuple[list[Work], float],
+    proposer_at: float,
+    backup_at: float,
+    valid: bool,
+    copier: str,
+) -> None:
+    works, cosine = copy_round
+    proposal = propose(make_app(0, policy=_copy_policy(cosine, proposer_at)), works)
+    assert _copier_verdict(proposal).kind == copier
+    b = backup(1, works, policy=_copy_policy(cosine, backup_at))
+    expected = Validity.VALID if valid else Validity.INVALID
+    assert b.validate(1, proposal, ROUND_TIME) is expected, b.last_invalid
+    if valid:
+        b.execute(1, proposal)
+        assert b.model_hash == proposal["block"]["model_after"]
+
+
+@pytest.mark.parametrize("distance", [-1.9, -1.0, -0.01, 0.0, 0.01, 1.0, 3.0])
+def test_a_copier_aiming_at_the_band_is_re_computed_and_slashed(
+    copy_round: tuple[list[Work], float], distance: float
+) -> None:
+    """Wherever a forger puts its statistic around a threshold, down to twice the band below
+    it, every validator re-computes it: the band is no door, with no sample at all."""
+    works, cosine = copy_round
+    policy = _copy_policy(cosine, distance)
+    proposal = propose(make_app(0, policy=policy), works)
+    verdict = _copier_verdict(proposal)
+    assert verdict.kind == "slashed"
+    original = next(
+        s.verdict for s in parse_block(proposal["block"]).submissions if s.miner == ORIGINAL.address
+    )
+    assert original == Verdict.accepted()  # its own re-compute clears the original
+    b = backup(1, works, policy=policy)
+    assert b.validate(1, proposal, ROUND_TIME) is Validity.VALID, b.last_invalid
+
+
 def test_reconcile_rules() -> None:
     rules = RoundRules(GENESIS, load_task(TASK), policy=POLICY)
     tol = rules.tolerance
     a = "pot1" + "0" * 44  # names only: reconcile does not check addresses
+    clear = Statistics(1.0, 0.5, 0.5)  # every statistic far from its threshold
 
     def record(v: Verdict) -> Any:
         return type("R", (), {"miner": a, "verdict": v})()
@@ -455,22 +561,52 @@ def test_reconcile_rules() -> None:
     def slashed(err: float, check: str = "spot-check") -> Verdict:
         return block_verdict(CheckVerdict(a, False, check, "x", (), True, err), tol)
 
+    def judged(
+        v: Verdict, err: float | None = None, stats: Statistics = clear, sampled: bool = True
+    ) -> Judged:
+        return Judged(v, err is not None, err, sampled, stats)
+
     near, far = tol * (1 + DEFAULT_BAND / 2), tol * 3
     ok = Verdict.accepted()
-    agree = reconcile(rules, {a: Judged(slashed(near), True, near)}, [record(ok)])
+    agree = reconcile(rules, {a: judged(slashed(near), near)}, [record(ok)])
     assert agree[a] == ok
-    proposed = reconcile(rules, {a: Judged(ok, True, tol)}, [record(slashed(near))])
+    proposed = reconcile(rules, {a: judged(ok, tol)}, [record(slashed(near))])
     assert proposed[a].kind == "slashed"
-    with pytest.raises(PotError):
-        reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(ok)])
-    with pytest.raises(PotError):  # not re-computed here: no band to speak of
-        reconcile(rules, {a: Judged(ok)}, [record(slashed(near))])
+    with pytest.raises(PotError):  # a sampled submission: the proposer re-computed it too
+        reconcile(rules, {a: judged(slashed(far), far)}, [record(ok)])
+    # outside the sample, with every statistic clear of the band: the proposer need not have
+    # re-computed it (the outer half of the re-compute margin), so its accepted stands
+    outer = Statistics(1.0, 0.5, POLICY.copy_cosine - 1.5 * POLICY.flag_band)
+    assert reconcile(rules, {a: judged(slashed(far), far, outer, False)}, [record(ok)])[a] == ok
+    inner = Statistics(1.0, 0.5, POLICY.copy_cosine - 0.5 * POLICY.flag_band)
+    with pytest.raises(PotError):  # inside the band: never accepted on the proposer's word
+        reconcile(rules, {a: judged(slashed(far), far, inner, False)}, [record(ok)])
+    with pytest.raises(PotError):  # not re-computed here, and nothing to re-compute it with
+        reconcile(rules, {a: judged(ok)}, [record(slashed(near))])
     drift = far * (1 + 1e-4)
-    assert reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(slashed(drift))])
+    assert reconcile(rules, {a: judged(slashed(far), far)}, [record(slashed(drift))])
     with pytest.raises(PotError):
-        reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(slashed(far * 1.1))])
+        reconcile(rules, {a: judged(slashed(far), far)}, [record(slashed(far * 1.1))])
+    with pytest.raises(PotError):  # "copy" is not a check this validator could have raised
+        reconcile(rules, {a: judged(slashed(far), far)}, [record(slashed(far, "copy"))])
+    at_copy = Statistics(1.0, 0.5, POLICY.copy_cosine - POLICY.flag_band / 2)
+    assert reconcile(rules, {a: judged(slashed(far), far, at_copy)}, [record(slashed(far, "copy"))])
+
+    # a slash this validator did not re-compute is re-computed on demand, never taken on trust
+    calls: list[str] = []
+
+    def honest(miner: str, own: Judged) -> Judged:
+        calls.append(miner)
+        return Judged(ok, True, tol / 100, statistics=own.statistics)
+
+    def forged(miner: str, own: Judged) -> Judged:
+        calls.append(miner)
+        return judged(slashed(far), far)
+
     with pytest.raises(PotError):
-        reconcile(rules, {a: Judged(slashed(far), True, far)}, [record(slashed(far, "copy"))])
+        reconcile(rules, {a: judged(ok)}, [record(slashed(far))], honest)
+    assert reconcile(rules, {a: judged(ok)}, [record(slashed(far))], forged)[a].kind == "slashed"
+    assert calls == [a, a]
 
 
 def test_null_block_advances_only_the_height(round1: list[Work]) -> None:
@@ -677,7 +813,13 @@ import torch
 sys.path.insert(0, "tests")
 import test_protocol_app as t
 from pot_cli.training.gradients import Numerics
-from pot_cli.training.verification import VerificationPolicy
+from pot_cli.training.verification import (
+    RoundContext,
+    Statistics,
+    Submission,
+    VerificationPolicy,
+    verify_round,
+)
 
 torch.set_num_threads(3)
 works = [

@@ -5,10 +5,11 @@ primary (which proposes what it derives) and every backup (which re-derives befo
 :func:`judge_round` (``training.verification.verify_round`` mapped to block verdicts) +
 :func:`settle_round` (ledger payout, aggregation, optimizer step, the :class:`~.block.Block`).
 A backup instead judges, reconciles its verdicts with the proposer's (:func:`reconcile`: equal,
-or different only inside the declared band around the tolerance, where the proposer's verdict
-stands) and settles the reconciled verdicts: the block it gets must equal the proposed one field
-for field, ``model_after`` bit for bit. :func:`settle_round` alone, with a committed block's
-verdicts, re-executes a final block without re-computing anything.
+or different only inside the declared bands around the tolerance and the statistics
+thresholds; a slash is re-computed rather than trusted) and settles the reconciled verdicts:
+the block it gets must equal the proposed one field for field, ``model_after`` bit for bit.
+:func:`settle_round` alone, with a committed block's verdicts, re-executes a final block
+without re-computing anything.
 
 Choices:
 
@@ -40,7 +41,7 @@ Choices:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -66,10 +67,13 @@ from pot_cli.training.optim import OptimizerState, apply_update
 from pot_cli.training.state import model_hash
 from pot_cli.training.tasks import Task
 from pot_cli.training.verification import (
+    FLAG_CHECKS,
     RoundContext,
     RoundVerification,
+    Statistics,
     Submission,
     VerificationPolicy,
+    recheck,
     verify_round,
 )
 from pot_cli.training.verification import Verdict as CheckVerdict
@@ -181,6 +185,8 @@ class Judged:
     verdict: Verdict
     spot_checked: bool = False
     rel_error: float | None = None
+    sampled: bool = False
+    statistics: Statistics | None = None
 
 
 @dataclass(frozen=True)
@@ -307,13 +313,10 @@ def check_round(
 # ---------------------------------------------------------------------------------- judge
 
 
-def judge_round(
-    rules: RoundRules, state: ChainState, inputs: RoundInputs
-) -> tuple[dict[str, Judged], RoundVerification]:
-    """Run ``verify_round`` on the frozen set (payloads present) and map its verdicts."""
-    task = rules.task
-    ctx = RoundContext(
-        task=task,
+def round_context(rules: RoundRules, state: ChainState, inputs: RoundInputs) -> RoundContext:
+    """What ``verify_round`` needs to know of this round."""
+    return RoundContext(
+        task=rules.task,
         height=inputs.height,
         round_seed=chain_round_seed(rules.genesis_hash, state.head, inputs.height),
         params=state.params,
@@ -322,21 +325,51 @@ def judge_round(
         previous=[state.previous[a] for a in sorted(state.previous)],
         beacon=inputs.beacon,
     )
+
+
+def _judged(v: CheckVerdict, tolerance: float) -> Judged:
+    return Judged(block_verdict(v, tolerance), v.spot_checked, v.rel_error, v.sampled, v.statistics)
+
+
+def judge_round(
+    rules: RoundRules, state: ChainState, inputs: RoundInputs
+) -> tuple[dict[str, Judged], RoundVerification]:
+    """Run ``verify_round`` on the frozen set (payloads present) and map its verdicts."""
     subs = [
         Submission(s.miner, inputs.payloads[s.payload_hash], s.payload_hash)
         for s in inputs.submissions
         if s.miner not in inputs.late
     ]
-    verification = verify_round(ctx, subs, rules.policy)
+    verification = verify_round(round_context(rules, state, inputs), subs, rules.policy)
     tol = rules.tolerance
     judged: dict[str, Judged] = {}
     for s in inputs.submissions:
         if s.miner in inputs.late:
             judged[s.miner] = Judged(Verdict.rejected("late"))
             continue
-        v = verification.verdicts[s.miner]
-        judged[s.miner] = Judged(block_verdict(v, tol), v.spot_checked, v.rel_error)
+        judged[s.miner] = _judged(verification.verdicts[s.miner], tol)
     return judged, verification
+
+
+def recheck_judged(
+    rules: RoundRules, state: ChainState, inputs: RoundInputs, own: Judged, miner: str
+) -> Judged:
+    """``own`` (an accepted verdict reached without a re-compute) after re-computing the
+    submission now: what a backup does before it weighs a slash it was not led to itself."""
+    sub = next(s for s in inputs.submissions if s.miner == miner)
+    ctx = round_context(rules, state, inputs)
+    res = recheck(ctx, Submission(miner, inputs.payloads[sub.payload_hash]), rules.policy)
+    v = CheckVerdict(
+        miner,
+        res.passed,
+        "ok" if res.passed else "spot-check",
+        "re-computed on demand",
+        spot_checked=True,
+        rel_error=res.rel_error,
+        sampled=own.sampled,
+        statistics=own.statistics,
+    )
+    return _judged(v, rules.tolerance)
 
 
 def _evidence(v: Verdict) -> dict[str, int | str]:
@@ -347,25 +380,60 @@ def _near(a: float, b: float, width: float) -> bool:
     return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= width
 
 
+def plausible_check(policy: VerificationPolicy, own: Judged, check: object) -> bool:
+    """Whether a proposer whose statistics differ from ours by less than the band could have
+    named ``check`` as the reason it re-computed: a flag it names lies past its threshold or
+    within the band of it here, and every flag tested before it lies below its threshold or
+    within the band (so the proposer may not have raised it); "spot-check" (no flag at all)
+    needs every statistic below its threshold or within the band."""
+    if own.statistics is None:
+        return False
+    band = policy.flag_band
+    dist = own.statistics.distances(policy)
+    if check == "spot-check":
+        return all(d <= band for d in dist.values())
+    if check not in FLAG_CHECKS:
+        return False
+    for c in FLAG_CHECKS:
+        if c == check:
+            return dist[c] >= -band
+        if dist[c] > band:
+            return False
+    return False  # unreachable
+
+
+def deferrable(policy: VerificationPolicy, own: Judged) -> bool:
+    """Whether a backup may settle the proposer's *accepted* over its own failed re-compute
+    because the re-compute was not one the proposer was bound to run: the submission is
+    outside the random sample and every statistic lies more than the band clear of its
+    threshold (the outer half of the re-compute margin, where a validator whose floats differ
+    by less than the band may not have reached the margin at all)."""
+    if own.sampled or own.statistics is None:
+        return False
+    return all(d < -policy.flag_band for d in own.statistics.distances(policy).values())
+
+
 def reconcile(
-    rules: RoundRules, own: Mapping[str, Judged], proposed: Sequence[SubmissionRecord]
+    rules: RoundRules,
+    own: Mapping[str, Judged],
+    proposed: Sequence[SubmissionRecord],
+    recheck_one: Callable[[str, Judged], Judged] | None = None,
 ) -> dict[str, Verdict]:
     """The verdicts a backup settles: the proposer's, where they equal its own or differ only
-    inside the band; raises :class:`DeriveError` at the first clear contradiction.
+    inside a band; raises :class:`DeriveError` at the first clear contradiction.
 
+    * a slash is never taken on the proposer's word: one this validator did not re-compute
+      itself is re-computed now (``recheck_one``) before it is weighed;
     * equal verdicts stand;
-    * both slashed with the same code, check and tolerance: the proposer's measurement stands
-      when it lies within the band (plus :data:`EVIDENCE_REL_DRIFT` of the error) of ours;
-    * accepted against ``recompute-mismatch`` (either way round): allowed only when this
-      validator re-computed the submission and its relative error lies within
-      ``band * tolerance`` of the tolerance (and, for a proposed slash, the proposer's error
-      too).
-
-    Not covered yet: the statistics flags (norm, direction, copy cosine) have thresholds of
-    their own, and ``verify_round`` does not expose the measured values; a submission flagged
-    by one validator and not by the other, then failing its re-compute, is a contradiction
-    here, although only the float statistic differed (ARCHITECTURE.md: "Flags and verdicts
-    are float comparisons")."""
+    * both slashed for a forgery with the same tolerance: the proposer's measurement stands
+      when it lies within the band (plus :data:`EVIDENCE_REL_DRIFT` of the error) of ours,
+      and the check it names is one it could have raised (:func:`plausible_check`);
+    * accepted against ``recompute-mismatch`` (either way round): allowed when this validator
+      re-computed and its relative error lies within ``band * tolerance`` of the tolerance
+      (and, for a proposed slash, the proposer's error too);
+    * the proposer's accepted against our failed re-compute: allowed only when that
+      re-compute was one the proposer need not have run (:func:`deferrable`); inside the
+      statistics band, past a threshold or in the sample, accepting is a contradiction."""
     tol = rules.tolerance
     width = rules.band * tol
     if [r.miner for r in proposed] != sorted(own):
@@ -373,32 +441,43 @@ def reconcile(
     final: dict[str, Verdict] = {}
     for r in proposed:
         p, j = r.verdict, own[r.miner]
+        if (
+            p.kind == "slashed"
+            and j.verdict.kind == "accepted"
+            and not j.spot_checked
+            and recheck_one is not None
+        ):
+            j = recheck_one(r.miner, j)
         mine = j.verdict
         if p == mine:
             final[r.miner] = p
             continue
         pe, me = _evidence(p), _evidence(mine)
-        if p.kind == mine.kind == "slashed" and p.code == mine.code:
-            same_facts = {k: v for k, v in pe.items() if k != "rel_error_ppm"} == {
-                k: v for k, v in me.items() if k != "rel_error_ppm"
-            }
+        if p.kind == mine.kind == "slashed" and pe.get("tolerance_ppm") == me.get("tolerance_ppm"):
+            check = pe.get("check")
+            label_ok = plausible_check(rules.policy, j, check) and p.code == (
+                "copy" if check == "copy" else "recompute-mismatch"
+            )
             p_err, m_err = pe.get("rel_error_ppm"), me.get("rel_error_ppm")
-            if same_facts and isinstance(p_err, int) and isinstance(m_err, int):
+            if label_ok and isinstance(p_err, int) and isinstance(m_err, int):
                 drift = width + EVIDENCE_REL_DRIFT * max(p_err, m_err) / PPM
                 if _near(p_err / PPM, m_err / PPM, drift + 1.0 / PPM):
                     final[r.miner] = p
                     continue
-        kinds = {(p.kind, p.code), (mine.kind, mine.code)}
-        if (
-            kinds == {("accepted", None), ("slashed", "recompute-mismatch")}
-            and j.spot_checked
-            and j.rel_error is not None
-            and _near(j.rel_error, tol, width)
-        ):
+        kinds = {p.kind, mine.kind}
+        if kinds == {"accepted", "slashed"} and j.spot_checked and j.rel_error is not None:
             p_err = pe.get("rel_error_ppm")
-            if p.kind == "accepted" or (
-                isinstance(p_err, int) and _near(p_err / PPM, tol, width + 1.0 / PPM)
+            if _near(j.rel_error, tol, width) and (
+                p.kind == "accepted"
+                or (
+                    p.code == "recompute-mismatch"
+                    and isinstance(p_err, int)
+                    and _near(p_err / PPM, tol, width + 1.0 / PPM)
+                )
             ):
+                final[r.miner] = p
+                continue
+            if p.kind == "accepted" and deferrable(rules.policy, j):
                 final[r.miner] = p
                 continue
         raise DeriveError(
@@ -548,7 +627,11 @@ def rederive_block(
     and compare the whole block."""
     check_round(rules, state, inputs, miner_keys, cut_off)
     judged, verification = judge_round(rules, state, inputs)
-    verdicts = reconcile(rules, judged, proposed.submissions)
+
+    def recheck_one(miner: str, own: Judged) -> Judged:
+        return recheck_judged(rules, state, inputs, own, miner)
+
+    verdicts = reconcile(rules, judged, proposed.submissions, recheck_one)
     vectors = accepted_vectors(rules, state, inputs, verdicts, verification.accepted)
     derived = settle_round(rules, state, inputs, verdicts, vectors, verification)
     diff = first_difference(derived.block, proposed)

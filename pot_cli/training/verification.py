@@ -69,6 +69,12 @@ class VerificationPolicy:
     norm_factor: float = 4.0  # flag norm > factor x median or < median / factor
     min_cosine: float = 0.02  # flag cosine with the others' median gradient below this
     copy_cosine: float = 0.99  # flag near-duplicates at or above this cosine
+    # Declared band around each statistics threshold (log-ratio for the norm, absolute for the
+    # cosines). Every submission within ``2 * flag_band`` of a threshold, or past it, is
+    # re-computed, so a statistic that lands on different sides of a threshold on two
+    # validators (float reductions differ in the last bits across threads and CPUs) leads both
+    # to the same re-compute instead of to different verdicts (see protocol/derive.py).
+    flag_band: float = 1e-3
     topk_support_energy: float = 0.8
     # The validator's own way of computing (threads, device); the precision of a recompute is
     # always the one the submission declares.
@@ -79,6 +85,8 @@ class VerificationPolicy:
             raise TrainingError(f"spot-check rate must be in [0, 1], got {self.spot_check_rate}")
         if self.tolerance is not None and not self.tolerance > 0:
             raise TrainingError(f"tolerance must be positive, got {self.tolerance}")
+        if not 0.0 <= self.flag_band < 0.1:
+            raise TrainingError(f"flag band must be in [0, 0.1), got {self.flag_band}")
 
     def tolerance_for(self, task: Task) -> float:
         return self.tolerance if self.tolerance is not None else task.spot_check_tolerance
@@ -109,6 +117,27 @@ class RoundContext:
     beacon: bytes = b""
 
 
+FLAG_CHECKS = ("norm", "direction", "copy")  # the statistics flags, in the order tested
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """What the statistics step measured of one decoded submission."""
+
+    norm_ratio: float  # its norm / the round's median norm
+    cosine: float  # with the others' coordinate-wise median (1.0 with fewer than 3)
+    copy_cosine: float  # highest with another submission, this round or earlier (-1.0: none)
+
+    def distances(self, policy: VerificationPolicy) -> dict[str, float]:
+        """How far past its threshold each statistic lies (> 0: flagged, < 0: clear), on
+        the band's scale: log-ratio for the norm, absolute for the cosines."""
+        return {
+            "norm": abs(math.log(max(self.norm_ratio, 1e-300))) - math.log(policy.norm_factor),
+            "direction": policy.min_cosine - self.cosine,
+            "copy": self.copy_cosine - policy.copy_cosine,
+        }
+
+
 @dataclass(frozen=True)
 class Verdict:
     address: str
@@ -118,6 +147,8 @@ class Verdict:
     flags: tuple[str, ...] = ()
     spot_checked: bool = False
     rel_error: float | None = None
+    sampled: bool = False  # in the round's random spot-check sample
+    statistics: Statistics | None = None  # None: refused before the statistics step
 
 
 @dataclass
@@ -197,6 +228,28 @@ def spot_check(
     if energy is not None and energy < policy.topk_support_energy:
         passed = False
     return SpotCheckResult(passed, err, energy)
+
+
+def recheck_decoded(
+    ctx: RoundContext, address: str, submitted: DecodedGradient, policy: VerificationPolicy
+) -> SpotCheckResult:
+    """Re-compute one decoded submission on its assigned batch and compare."""
+    task = ctx.task
+    indices = assign_batch(ctx.round_seed, address, task.train_size, task.batch_size)
+    return spot_check(task, ctx.params, indices, submitted, ctx.compression, policy)
+
+
+def recheck(ctx: RoundContext, sub: Submission, policy: VerificationPolicy) -> SpotCheckResult:
+    """Re-compute one submission on demand (a backup checking a slash it was not itself led
+    to re-compute); raises :class:`CodecError` when the payload does not decode."""
+    d = decode_gradient(
+        ctx.task,
+        sub.payload,
+        expected_model_hash=ctx.model_hash,
+        expected_height=ctx.height,
+        expected_compression=ctx.compression,
+    )
+    return recheck_decoded(ctx, sub.address, d, policy)
 
 
 def _leave_one_out_cosines(vecs: list[torch.Tensor], norms: list[float]) -> list[float]:
@@ -300,6 +353,7 @@ def verify_round(
     seed = spot_check_seed(ctx.round_seed, submitted, ctx.beacon)
     addresses = sorted(decoded)
     flags: dict[str, list[str]] = {a: [] for a in addresses}
+    stats: dict[str, Statistics] = {}
     if addresses:
         vecs = [decoded[a].vector for a in addresses]
         mat = torch.stack(vecs)
@@ -327,14 +381,19 @@ def verify_round(
                     break
             if prev_best and prev_best[i] >= policy.copy_cosine:
                 flags[a].append(f"copy: cosine {prev_best[i]:.4f} with an earlier round")
+            others = [sims[i][j] for j in range(len(addresses)) if j != i]
+            stats[a] = Statistics(
+                n / median_norm, cosines[i], max(others + prev_best[i : i + 1] + [-1.0])
+            )
 
     sample = set(select_spot_checks(seed, addresses, policy.spot_check_rate))
-    to_check = sample | {a for a in addresses if flags[a]}
+    margin = 2.0 * policy.flag_band
+    in_margin = {a for a in addresses if max(stats[a].distances(policy).values()) >= -margin}
+    to_check = sample | in_margin | {a for a in addresses if flags[a]}
     accepted: dict[str, torch.Tensor] = {}
 
     def recompute(a: str) -> SpotCheckResult:
-        indices = assign_batch(ctx.round_seed, a, task.train_size, task.batch_size)
-        return spot_check(task, ctx.params, indices, decoded[a], ctx.compression, policy)
+        return recheck_decoded(ctx, a, decoded[a], policy)
 
     checked = [a for a in addresses if a in to_check]
     results: dict[str, SpotCheckResult] = {}
@@ -350,21 +409,24 @@ def verify_round(
     for a in addresses:
         d = decoded[a]
         fl = tuple(flags[a])
+        sampled, st = a in sample, stats[a]
         if a not in to_check:
-            verdicts[a] = Verdict(a, True, "ok", "passed structure and statistics", fl)
+            verdicts[a] = Verdict(
+                a, True, "ok", "passed structure and statistics", fl, statistics=st
+            )
             accepted[a] = d.vector
             continue
         res = results[a]
         if res.passed:
             note = "flag cleared by recompute" if fl else "spot check passed"
-            verdicts[a] = Verdict(a, True, "ok", note, fl, True, res.rel_error)
+            verdicts[a] = Verdict(a, True, "ok", note, fl, True, res.rel_error, sampled, st)
             accepted[a] = d.vector
         else:
             check = fl[0].split(":", 1)[0] if fl else "spot-check"
             reason = res.describe(policy.tolerance_for(task))
             if fl:
                 reason = f"{'; '.join(fl)}; {reason}"
-            verdicts[a] = Verdict(a, False, check, reason, fl, True, res.rel_error)
+            verdicts[a] = Verdict(a, False, check, reason, fl, True, res.rel_error, sampled, st)
     return RoundVerification(
         verdicts=verdicts,
         accepted=accepted,
