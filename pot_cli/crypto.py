@@ -236,6 +236,16 @@ class Identity:
         """Sign ``body`` bound to ``domain``, ``chain_id`` and ``height``."""
         return self.sign(signing_bytes(domain, chain_id, height, body))
 
+    def derive_secret(self, domain: str) -> bytes:
+        """A 32-byte secret for ``domain`` derived from the private key (one key file holds
+        every secret a node needs; nothing about the key can be learnt from the result)."""
+        raw = self._private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return sha256(b"pot/derive-secret/v1\x00" + domain.encode() + b"\x00" + raw)
+
     def private_pem(self) -> bytes:
         return self._private.private_bytes(
             serialization.Encoding.PEM,

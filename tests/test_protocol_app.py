@@ -24,6 +24,7 @@ from pot_cli.consensus.wal import MemoryWal
 from pot_cli.crypto import Identity, sha256
 from pot_cli.errors import PotError
 from pot_cli.protocol.app import ChainError, PotApp, RoundInfo, parse_proposal
+from pot_cli.protocol.beacon import onion_commit
 from pot_cli.protocol.block import GENESIS_PREV, Block, Verdict, block_hash, parse_block
 from pot_cli.protocol.commitments import sign_commitment
 from pot_cli.protocol.derive import (
@@ -35,7 +36,7 @@ from pot_cli.protocol.derive import (
     reconcile,
 )
 from pot_cli.protocol.genesis import Genesis, parse_genesis
-from pot_cli.protocol.round import Action, FetchPayload, SubmissionRefused
+from pot_cli.protocol.round import Action, BroadcastBeacon, FetchPayload, SubmissionRefused
 from pot_cli.sim.attacks import ForgeContext, forge
 from pot_cli.training.assignment import assign_batch
 from pot_cli.training.codec import Compression, encode_gradient
@@ -56,6 +57,7 @@ CHAIN = "pot-app-test"
 ROUND_TIME = 100
 GRACE = 10
 STAKE = 100
+BEACON_ROUNDS = 64
 
 
 def _identity(kind: str, i: int) -> Identity:
@@ -77,8 +79,14 @@ GENESIS: Genesis = parse_genesis(
         "task": TASK,
         "model_seed": 0,
         "validators": [
-            {"name": f"v{i}", "public_key": v.public_key.hex()} for i, v in enumerate(VALIDATORS)
+            {
+                "name": f"v{i}",
+                "public_key": v.public_key.hex(),
+                "beacon_commit": onion_commit(v, CHAIN, BEACON_ROUNDS),
+            }
+            for i, v in enumerate(VALIDATORS)
         ],
+        "beacon_rounds": BEACON_ROUNDS,
         "emission_per_round": 1000,
         "miner_share_bps": 8000,
         "validator_share_bps": 2000,
@@ -101,6 +109,9 @@ def _one_thread() -> Iterator[None]:
 
 def make_app(index: int | None, **kw: Any) -> PotApp:
     kw.setdefault("policy", POLICY)
+    # the primary proposes at once with the reveals it has (its own: a full-check round); the
+    # exchange of reveals has its own tests
+    kw.setdefault("reveal_grace", 0)
     identity = None if index is None else VALIDATORS[index]
     app = PotApp(GENESIS, identity=identity, round_time=ROUND_TIME, censor_grace=GRACE, **kw)
     app.tick(0)  # round 1 opens at 0: its deadline is ROUND_TIME
@@ -182,6 +193,30 @@ def propose(app: PotApp, works: Sequence[Work], skip: Sequence[str] = ()) -> dic
     return proposal
 
 
+def beacon_messages(app: PotApp) -> list[dict[str, Any]]:
+    return [a.message.to_dict() for a in app.take_actions() if isinstance(a, BroadcastBeacon)]
+
+
+def propose_revealed(app: PotApp, works: Sequence[Work]) -> dict[str, Any]:
+    """The primary (validator 0) announces its frozen set, the three others reveal for it and
+    the primary proposes with all four reveals: a round sampled by the beacon."""
+    assert not refusals(submit_all(app, works, 1))
+    app.reveal_grace = 10**6  # wait for every reveal
+    assert app.propose(1, ROUND_TIME) is None
+    (announcement,) = beacon_messages(app)
+    assert announcement["frozen"] is not None
+    for i in (1, 2, 3):
+        other = backup(i, works)
+        assert other.beacon_message(announcement, ROUND_TIME, primary=0)
+        (reveal,) = beacon_messages(other)
+        assert reveal["frozen"] is None and reveal["validator"] == i
+        assert app.beacon_message(reveal, ROUND_TIME, primary=0)
+    proposal = app.propose(1, ROUND_TIME)
+    assert proposal is not None, app.last_invalid
+    assert all(r is not None for r in proposal["reveals"])
+    return proposal
+
+
 def backup(index: int, works: Sequence[Work], skip: Sequence[str] = (), **kw: Any) -> PotApp:
     app = make_app(index, **kw)
     assert not refusals(submit_all(app, works, 1, skip))
@@ -258,13 +293,22 @@ def _evidence(p: dict[str, Any]) -> None:
             s["verdict"]["evidence"]["rel_error_ppm"] //= 2
 
 
-def _cut_off_signer(p: dict[str, Any]) -> None:
-    p["cut_off"]["validator"] = 1
+def _reveal_moved(p: dict[str, Any]) -> None:
+    p["reveals"][0], p["reveals"][1] = p["reveals"][1], p["reveals"][0]
 
 
-def _cut_off_signature(p: dict[str, Any]) -> None:
-    sig = p["cut_off"]["signature"]
-    p["cut_off"]["signature"] = ("1" if sig[0] != "1" else "2") + sig[1:]
+def _reveal_signature(p: dict[str, Any]) -> None:
+    sig = p["reveals"][0]["signature"]
+    p["reveals"][0]["signature"] = ("1" if sig[0] != "1" else "2") + sig[1:]
+
+
+def _reveal_value(p: dict[str, Any]) -> None:
+    value = p["reveals"][0]["reveal"]
+    p["reveals"][0]["reveal"] = ("1" if value[0] != "1" else "2") + value[1:]
+
+
+def _reveal_withheld(p: dict[str, Any]) -> None:
+    p["reveals"][0] = None  # a different beacon than the block records
 
 
 def _prev_hash(p: dict[str, Any]) -> None:
@@ -285,8 +329,10 @@ TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "honest-rejected": _honest_rejected,
     "forger-accepted": _forger_accepted,
     "evidence": _evidence,
-    "cut-off-signer": _cut_off_signer,
-    "cut-off-signature": _cut_off_signature,
+    "reveal-moved": _reveal_moved,
+    "reveal-signature": _reveal_signature,
+    "reveal-value": _reveal_value,
+    "reveal-withheld": _reveal_withheld,
     "prev_hash": _prev_hash,
     "unparsable": _unparsable,
     "fee-dropped": _fee,
@@ -520,7 +566,7 @@ def test_a_copy_flag_inside_the_band_leads_both_sides_to_the_same_verdict(
     copier: str,
 ) -> None:
     works, cosine = copy_round
-    proposal = propose(make_app(0, policy=_copy_policy(cosine, proposer_at)), works)
+    proposal = propose_revealed(make_app(0, policy=_copy_policy(cosine, proposer_at)), works)
     assert _copier_verdict(proposal).kind == copier
     b = backup(1, works, policy=_copy_policy(cosine, backup_at))
     expected = Validity.VALID if valid else Validity.INVALID
@@ -538,7 +584,7 @@ def test_a_copier_aiming_at_the_band_is_re_computed_and_slashed(
     it, every validator re-computes it: the band is no door, with no sample at all."""
     works, cosine = copy_round
     policy = _copy_policy(cosine, distance)
-    proposal = propose(make_app(0, policy=policy), works)
+    proposal = propose_revealed(make_app(0, policy=policy), works)
     verdict = _copier_verdict(proposal)
     assert verdict.kind == "slashed"
     original = next(

@@ -12,6 +12,7 @@ import pytest
 
 from pot_cli.crypto import Identity, sha256
 from pot_cli.errors import ConfigError
+from pot_cli.protocol.beacon import onion_commit
 from pot_cli.protocol.genesis import (
     Genesis,
     genesis_hash,
@@ -33,9 +34,14 @@ def _base() -> dict[str, Any]:
         "task": "digits",
         "model_seed": 7,
         "validators": [
-            {"name": f"v{i}", "public_key": _devnet("validator", i).public_key.hex()}
+            {
+                "name": f"v{i}",
+                "public_key": _devnet("validator", i).public_key.hex(),
+                "beacon_commit": onion_commit(_devnet("validator", i), "pot-test-1", 8),
+            }
             for i in range(4)
         ],
+        "beacon_rounds": 8,
         "emission_per_round": 1000,
         "miner_share_bps": 8000,
         "validator_share_bps": 2000,
@@ -71,6 +77,11 @@ def test_shipped_devnet_genesis_loads() -> None:
     assert g.forgery_slash == g.min_miner_stake == 10_000_000
     assert g.malformed_penalty == 100_000 and g.probation_rounds == 10
     assert (g.decimals, g.unit) == (6, "POT")
+    assert g.beacon_rounds == 1_000_000
+    # a devnet validator can serve its beacon: the commit is its own onion's
+    assert g.validators[0].beacon_commit.hex() == onion_commit(
+        _devnet("validator", 0), g.chain_id, g.beacon_rounds
+    )
 
 
 def test_defaults_and_normal_form() -> None:
@@ -206,7 +217,7 @@ def test_shipped_round_trip_and_hash_stable(tmp_path: Path) -> None:
     write_genesis(g, path)
     assert genesis_hash(load_genesis(path)) == h
     # pinned: changing the devnet genesis is a deliberate act
-    assert h == "a20837f2075bf539d1c3a71de468b672a5f45cf4a3a296d6994c48f1a93673b6"
+    assert h == "6c66b8862147d7241d35ec1577a3a621572ce591d1e80963aca50c7a767bfd92"
 
 
 def test_hash_changes_with_any_field() -> None:

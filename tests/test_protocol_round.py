@@ -17,13 +17,10 @@ import pot_cli.protocol.round as round_mod
 from pot_cli.crypto import Identity, sha256, sha256_hex
 from pot_cli.protocol.block import REJECT_CODES
 from pot_cli.protocol.commitments import (
-    CUT_OFF_DOMAIN,
     SIGN_DOMAIN,
     commitment_body,
     sign_commitment,
-    sign_cut_off,
     verify_commitment,
-    verify_cut_off,
 )
 from pot_cli.protocol.round import (
     PHASES,
@@ -47,7 +44,6 @@ from pot_cli.protocol.round import (
     Tick,
     VerificationFinished,
 )
-from pot_cli.training.assignment import cut_off_body
 from pot_cli.training.verification import RoundVerification, Submission
 
 CHAIN = "pot-test"
@@ -475,12 +471,6 @@ def test_commitments_sign_what_the_simulation_always_signed() -> None:
     assert not verify_commitment(ident.public_key, sig, CHAIN, HEIGHT + 1, MH, digest)
     assert not verify_commitment(IDS[1].public_key, sig, CHAIN, HEIGHT, MH, digest)
     assert not verify_commitment(ident.public_key, b"short", CHAIN, HEIGHT, MH, digest)
-    pairs = [(ADDR[1], "11" * 32), (ADDR[0], "00" * 32)]
-    beacon = sign_cut_off(ident, CHAIN, HEIGHT, pairs)
-    assert beacon == sign_cut_off(ident, CHAIN, HEIGHT, reversed(pairs))
-    assert beacon == ident.sign_message(CUT_OFF_DOMAIN, CHAIN, HEIGHT, cut_off_body(pairs))
-    assert verify_cut_off(ident.public_key, beacon, CHAIN, HEIGHT, pairs)
-    assert not verify_cut_off(ident.public_key, beacon, CHAIN, HEIGHT, pairs[:1])
 
 
 # ------------------------------------------------------------------- verify_round dedupe

@@ -168,41 +168,34 @@ def test_assignment_is_deterministic_and_distinct() -> None:
         assign_batch(s, "a", 10, 11)
 
 
-def test_spot_check_sample_depends_on_every_payload() -> None:
+def test_spot_check_sample_draws_each_miner_alone() -> None:
     s = round_seed("x", 1)
-    subs = {f"m{i}": f"h{i}" for i in range(200)}
-    seed1 = spot_check_seed(s, subs)
+    subs = [f"m{i}" for i in range(200)]
+    seed1 = spot_check_seed(s, b"beacon")
     chosen = select_spot_checks(seed1, subs, 0.1)
     assert 5 < len(chosen) < 40
     assert chosen == select_spot_checks(seed1, subs, 0.1)
-    changed = dict(subs, m7="other")
-    assert spot_check_seed(s, changed) != seed1
     assert select_spot_checks(seed1, subs, 0.0) == []
     assert select_spot_checks(seed1, subs, 1.0) == sorted(subs)
+    # whatever else is in the set, one miner is drawn or not the same way
+    for m in subs[:20]:
+        alone = select_spot_checks(seed1, [m], 0.1)
+        assert alone == ([m] if m in chosen else [])
+        assert select_spot_checks(seed1, [m, *subs[100:150]], 0.1).count(m) == len(alone)
 
 
-def test_spot_check_sample_cannot_be_ground_without_the_beacon() -> None:
-    """A miner that sees every other payload can compute the beacon-less sample and grind its
-    own payload until it is left out; the primary's cut-off signature (the beacon) makes the
-    sample unknowable before the cut-off: a different beacon, a different sample."""
-    from pot_cli.crypto import Identity, verify_signed
-    from pot_cli.training.assignment import cut_off_body
-
+def test_spot_check_sample_follows_the_beacon() -> None:
+    """Without the beacon anyone could compute the sample before submitting; a different
+    beacon draws a different sample, the same beacon the same one."""
     s = round_seed("x", 1)
-    subs = {f"m{i}": f"h{i}" for i in range(50)}
-    primary = Identity.from_seed(b"\x01" * 32)
-    beacon = primary.sign_message("pot/cut-off", "pot-test", 1, cut_off_body(subs))
-    assert verify_signed(
-        primary.public_key, beacon, "pot/cut-off", "pot-test", 1, cut_off_body(subs)
-    )
+    subs = [f"m{i}" for i in range(50)]
     samples = {
-        tuple(select_spot_checks(spot_check_seed(s, subs, b), subs, 0.2))
-        for b in (beacon, b"", b"other beacon", beacon[::-1])
+        tuple(select_spot_checks(spot_check_seed(s, b), subs, 0.2))
+        for b in (b"a" * 32, b"", b"other beacon", b"b" * 32)
     }
     assert len(samples) == 4
-    # deterministic given the beacon: every validator draws the same sample
-    assert select_spot_checks(spot_check_seed(s, subs, beacon), subs, 0.2) == select_spot_checks(
-        spot_check_seed(s, dict(sorted(subs.items(), reverse=True)), beacon), subs, 0.2
+    assert select_spot_checks(spot_check_seed(s, b"a" * 32), subs, 0.2) == select_spot_checks(
+        spot_check_seed(s, b"a" * 32), list(reversed(subs)), 0.2
     )
 
 

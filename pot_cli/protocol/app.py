@@ -88,17 +88,38 @@ from pot_cli.crypto import (
     sha256_hex,
 )
 from pot_cli.errors import PotError
-from pot_cli.protocol.block import GENESIS_PREV, Block, BlockError, block_hash, parse_block
-from pot_cli.protocol.commitments import sign_cut_off, verify_commitment
+from pot_cli.protocol.beacon import (
+    BeaconError,
+    BeaconMessage,
+    Onion,
+    Reveal,
+    RevealCheck,
+    check_reveal,
+    frozen_digest,
+    make_reveal,
+    onion_seed,
+    parse_beacon_message,
+    parse_reveal,
+)
+from pot_cli.protocol.block import (
+    GENESIS_PREV,
+    MAX_SUBMISSIONS,
+    Block,
+    BlockError,
+    block_hash,
+    parse_block,
+)
+from pot_cli.protocol.commitments import verify_commitment
 from pot_cli.protocol.derive import (
     DEFAULT_BAND,
+    BeaconProof,
     ChainState,
     Derived,
     DeriveError,
     FrozenSubmission,
     RoundInputs,
     RoundRules,
-    beacon_of,
+    beacon_inputs,
     chain_round_seed,
     derive_round,
     genesis_params,
@@ -109,6 +130,7 @@ from pot_cli.protocol.genesis import Genesis
 from pot_cli.protocol.ledger import Ledger, RoundPayout
 from pot_cli.protocol.round import (
     Action,
+    BroadcastBeacon,
     PayloadFetched,
     RoundMachine,
     RoundParams,
@@ -143,16 +165,16 @@ class ChainError(PotError):
 
 @dataclass(frozen=True)
 class Proposal:
-    """What the primary proposes: the block and the cut-off signature it was derived with."""
+    """What the primary proposes: the block and the validators' beacon reveals it was derived
+    with (genesis order, ``None`` for a withheld one)."""
 
     block: Block
-    validator: int
-    cut_off: bytes
+    reveals: tuple[Reveal | None, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "block": self.block.to_dict(),
-            "cut_off": {"validator": self.validator, "signature": self.cut_off.hex()},
+            "reveals": [None if r is None else r.to_dict() for r in self.reveals],
         }
 
     @property
@@ -160,24 +182,25 @@ class Proposal:
         return hash_object_hex(self.to_dict())
 
 
-def parse_proposal(obj: Any) -> Proposal:
+def block_pairs(block: Block) -> tuple[tuple[str, str], ...]:
+    """The frozen (miner, payload hash) pairs of a block, sorted."""
+    return tuple(sorted((s.miner, s.payload_hash) for s in block.submissions))
+
+
+def parse_proposal(obj: Any, validators: int = 1 << 10) -> Proposal:
     """Strictly parse an untrusted proposal; raises :class:`BlockError`."""
-    if not isinstance(obj, dict) or set(obj) != {"block", "cut_off"}:
-        raise BlockError("proposal: expected exactly the fields 'block' and 'cut_off'")
+    if not isinstance(obj, dict) or set(obj) != {"block", "reveals"}:
+        raise BlockError("proposal: expected exactly the fields 'block' and 'reveals'")
     block = parse_block(obj["block"])
-    c = obj["cut_off"]
-    if not isinstance(c, dict) or set(c) != {"validator", "signature"}:
-        raise BlockError("proposal.cut_off: expected exactly 'validator' and 'signature'")
-    v, sig = c["validator"], c["signature"]
-    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 16:
-        raise BlockError("proposal.cut_off.validator: expected a validator index")
-    if (
-        not isinstance(sig, str)
-        or len(sig) != 128
-        or any(ch not in "0123456789abcdef" for ch in sig)
-    ):
-        raise BlockError("proposal.cut_off.signature: expected 128 lowercase hex characters")
-    return Proposal(block, v, bytes.fromhex(sig))
+    raw = obj["reveals"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= validators:
+        raise BlockError(f"proposal.reveals: expected a list of at most {validators} entries")
+    digest = frozen_digest(block_pairs(block))
+    try:
+        reveals = tuple(parse_reveal(r, i, block.height, digest) for i, r in enumerate(raw))
+    except BeaconError as exc:
+        raise BlockError(f"proposal.{exc}") from None
+    return Proposal(block, reveals)
 
 
 # ------------------------------------------------------------------------------ the round
@@ -193,6 +216,13 @@ class _Intake:
     machine: RoundMachine
     kept: dict[str, tuple[str, int]] = field(default_factory=dict)  # miner -> (hash, when)
     bytes_at: dict[str, int] = field(default_factory=dict)  # payload hash -> when
+    # the beacon (protocol/beacon.py): the set this validator revealed for (one per height),
+    # the sets primaries announced, the reveals received per set, and when this validator
+    # announced its own set as the primary
+    revealed: str | None = None
+    offers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    reveals: dict[str, dict[int, Reveal]] = field(default_factory=dict)
+    announced_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +264,7 @@ class DerivationJob:
     inputs: RoundInputs
     miner_keys: Mapping[str, bytes]
     proposal: Proposal
+    check: RevealCheck = field(default_factory=RevealCheck, compare=False)
 
     def run(self) -> DerivationOutcome:
         try:
@@ -243,7 +274,7 @@ class DerivationJob:
                 self.inputs,
                 self.miner_keys,
                 self.proposal.block,
-                (self.proposal.validator, self.proposal.cut_off),
+                BeaconProof(self.proposal.reveals, self.check),
             )
         except PotError as exc:
             return DerivationOutcome(self.key, self.inputs.height, None, str(exc))
@@ -275,6 +306,7 @@ class PotApp:
         round_time: int,
         fetch_grace: int = 0,
         censor_grace: int = 0,
+        reveal_grace: int | None = None,
         task: Task | None = None,
         rule: AggregationRule | None = None,
         policy: VerificationPolicy | None = None,
@@ -305,6 +337,18 @@ class PotApp:
         self.round_time = round_time
         self.fetch_grace = fetch_grace
         self.censor_grace = censor_grace
+        # how long a primary waits for the other validators' reveals before it proposes a
+        # full-check round without them
+        self.reveal_grace = max(1, round_time // 4) if reveal_grace is None else reveal_grace
+        self._onion: Onion | None = None
+        if identity is not None and self.index is not None:
+            self._onion = Onion(onion_seed(identity, genesis.chain_id), genesis.beacon_rounds)
+            if self._onion.commit != genesis.validators[self.index].beacon_commit:
+                raise PotError(
+                    f"the genesis' beacon_commit of validators[{self.index}] is not this "
+                    "validator's (wrong key, chain id or beacon_rounds)"
+                )
+        self._reveal_check = RevealCheck()
         self.sync_derivation = sync_derivation
         self.max_payload = max_payload or INTAKE_LIMIT_FACTOR * max_payload_bytes(
             task, Compression("none")
@@ -386,11 +430,23 @@ class PotApp:
         if r is None:
             return None
         phase = r.machine.phase
+        last = r.machine.now if r.machine.now is not None else r.opened_at
+        waits = []
         if phase == "open":
-            return r.deadline
+            waits.append(r.deadline)
         if phase == "frozen":
-            return r.machine.params.payload_deadline
-        return None
+            waits.append(r.machine.params.payload_deadline)
+        proposed = self._proposal is not None and self._proposal[0] == r.height
+        if (
+            r.announced_at is not None
+            and not proposed
+            and r.announced_at + self.reveal_grace > last
+        ):
+            waits.append(r.announced_at + self.reveal_grace)
+        reveal_at = r.deadline - self.censor_grace
+        if r.revealed is None and r.offers and reveal_at > last:
+            waits.append(reveal_at)
+        return min(waits) if waits else None
 
     def take_resume(self) -> bool:
         """True (once) when the host should call ``Replica.resume(now)``."""
@@ -430,7 +486,67 @@ class PotApp:
                     r, e.miner, e.payload_hash, e.sig, e.payload, now, h, e.model_hash
                 )
         self._queued += r.machine.step(Tick(now))
+        self._maybe_reveal(r, now)
         return r
+
+    # ---------------------------------------------------------------------------- beacon
+
+    def beacon_message(self, message: Any, now: int, primary: int) -> bool:
+        """A validator's beacon message (an announcement of the frozen set, from the validator
+        the host knows as the current primary, or a plain reveal). Returns True when it was
+        taken; anything malformed, forged or for another round is dropped."""
+        n = len(self.genesis.validators)
+        try:
+            msg = parse_beacon_message(message, n, MAX_SUBMISSIONS)
+        except BeaconError:
+            return False
+        r = self._intake(now)
+        rv = msg.reveal
+        if rv.height != r.height or (msg.frozen is not None and rv.validator != primary):
+            return False
+        known = r.reveals.get(rv.digest, {})
+        if rv.validator in known:
+            return False
+        if rv.digest not in r.reveals and len(r.reveals) >= 2 * n:
+            return False  # bounded: a Byzantine validator cannot grow this without end
+        v = self.genesis.validators[rv.validator]
+        if check_reveal(
+            v.public_key,
+            v.beacon_commit,
+            self.genesis.beacon_rounds,
+            self.genesis.chain_id,
+            rv,
+            self._reveal_check,
+        ):
+            return False
+        r.reveals.setdefault(rv.digest, {})[rv.validator] = rv
+        if msg.frozen is not None and len(r.offers) < n:
+            r.offers.setdefault(rv.digest, msg.frozen)
+        self._maybe_reveal(r, now)
+        return True
+
+    def _own_reveal(self, r: _Intake, digest: str) -> Reveal:
+        assert self.identity is not None and self.index is not None and self._onion is not None
+        own = make_reveal(
+            self.identity, self.index, self._onion, self.genesis.chain_id, r.height, digest
+        )
+        r.revealed = digest
+        r.reveals.setdefault(digest, {})[self.index] = own
+        return own
+
+    def _maybe_reveal(self, r: _Intake, now: int) -> None:
+        """Reveal this validator's layer for the first announced set that keeps every
+        submission it held by ``deadline - censor_grace``, once that time has passed (one set
+        per height, whatever the view)."""
+        if self._onion is None or r.revealed is not None or not r.offers:
+            return
+        if now < r.deadline - self.censor_grace:
+            return
+        for digest, pairs in r.offers.items():
+            if not self._censored(r, dict(pairs), frozenset()):
+                own = self._own_reveal(r, digest)
+                self._queued.append(BroadcastBeacon(BeaconMessage(own)))
+                return
 
     def _register_key(self, miner: str, public_key: bytes) -> str | None:
         """Register a miner's key; a refusal reason when it cannot be."""
@@ -587,29 +703,44 @@ class PotApp:
             return self._proposal[1]
         r = self._intake(now)
         m = r.machine
-        if m.phase not in ("verifying", "verified") or m.frozen is None:
+        if m.frozen is None:
             return None
-        late = frozenset(a for a, code in m.refused.items() if code == "late")
         subs = tuple(
             FrozenSubmission(c.miner, c.payload_hash, c.commitment_sig) for c in m.commitments
         )
+        pairs = tuple(sorted((s.miner, s.payload_hash) for s in subs))
+        digest = frozen_digest(pairs)
+        if r.revealed is None:  # announce the set with this validator's own reveal
+            own = self._own_reveal(r, digest)
+            r.announced_at = now
+            self._queued.append(BroadcastBeacon(BeaconMessage(own, pairs)))
+        n = len(self.genesis.validators)
+        have = r.reveals.get(digest, {}) if r.revealed == digest else {}
+        waiting = r.announced_at is not None and now < r.announced_at + self.reveal_grace
+        if len(have) < n and waiting:
+            return None  # the other validators' reveals may still come
+        if m.phase not in ("verifying", "verified"):
+            return None
+        late = frozenset(a for a, code in m.refused.items() if code == "late")
         payloads = {
             s.payload_hash: self._payloads[s.payload_hash][1]
             for s in subs
             if s.miner not in late and s.payload_hash in self._payloads
         }
-        signature = sign_cut_off(self.identity, self.genesis.chain_id, seq, m.frozen)
-        inputs = RoundInputs(seq, beacon_of(signature), subs, payloads, late)
+        # a set this validator did not reveal for (it revealed for another primary's set
+        # before a view change) carries no reveal of its own: a full-check round
+        reveals = tuple(have.get(i) for i in range(n))
+        beacon, full_check = beacon_inputs(self.rules, seq, reveals)
+        inputs = RoundInputs(seq, beacon, subs, payloads, late, full_check)
+        proof = BeaconProof(reveals, self._reveal_check)
         try:
-            derived = derive_round(
-                self.rules, self.state, inputs, self._keys, (self.index, signature)
-            )
+            derived = derive_round(self.rules, self.state, inputs, self._keys, proof)
         except DeriveError as exc:
             self.last_invalid = f"cannot propose block {seq}: {exc}"
             return None
         if derived.verification is not None:
             self._queued += m.step(VerificationFinished(m.job_id, derived.verification))
-        proposal = Proposal(derived.block, self.index, signature)
+        proposal = Proposal(derived.block, reveals)
         self._remember(proposal.digest, _Judgement(True, "", derived))
         self._proposal = (seq, proposal.to_dict())
         return self._proposal[1]
@@ -630,7 +761,7 @@ class PotApp:
             self._future_waiting = True
             return Validity.PENDING
         r = self._intake(now)
-        prop = parse_proposal(proposal)
+        prop = parse_proposal(proposal, len(self.genesis.validators))
         key = prop.digest
         judged = self._judged.get(key)
         if judged is None:
@@ -648,6 +779,7 @@ class PotApp:
         if reason:
             return self._remember(key, _Judgement(False, reason))
         inputs, missing = self._inputs_for(prop.block)
+        inputs = replace(inputs, full_check=None in prop.reveals)
         if missing:
             _bounded_put(self._missing, key, missing)
             return None
@@ -659,6 +791,7 @@ class PotApp:
             inputs,
             {s.miner: self._keys[s.miner] for s in inputs.submissions},
             prop,
+            self._reveal_check,
         )
         if self.sync_derivation:
             self.derivation_done(job.run())
@@ -693,17 +826,29 @@ class PotApp:
     def _censorship(self, r: _Intake, b: Block) -> str:
         if r.height != b.height:
             return ""
+        late = frozenset(
+            s.miner
+            for s in b.submissions
+            if s.verdict.kind == "rejected" and s.verdict.code == "late"
+        )
+        return self._censored(r, {s.miner: s.payload_hash for s in b.submissions}, late)
+
+    def _censored(self, r: _Intake, frozen: Mapping[str, str], late: frozenset[str]) -> str:
+        """Why a frozen set (miner -> payload hash, ``late`` ones marked) censors a submission
+        this validator held by ``deadline - censor_grace`` ("" when it does not)."""
         cutoff = r.deadline - self.censor_grace
-        records = {s.miner: s for s in b.submissions}
         for miner, (payload_hash, at) in sorted(r.kept.items()):
             if at > cutoff:
                 continue
-            rec = records.get(miner)
-            if rec is None:
+            if miner not in frozen:
                 return f"censorship: the frozen set omits {miner}, kept here at {at} <= {cutoff}"
-            late = rec.verdict.kind == "rejected" and rec.verdict.code == "late"
             have = r.bytes_at.get(payload_hash)
-            if late and rec.payload_hash == payload_hash and have is not None and have <= cutoff:
+            if (
+                miner in late
+                and frozen[miner] == payload_hash
+                and have is not None
+                and have <= cutoff
+            ):
                 return f"censorship: {miner} marked late, its payload was here at {have}"
         return ""
 

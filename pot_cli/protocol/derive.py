@@ -17,11 +17,11 @@ Choices:
   (:func:`chain_round_seed`): DESIGN's ``H(block h-1)``, bound to the chain (the genesis hash
   makes round 1 differ between chains, whose blocks 1 all follow ``GENESIS_PREV``) and to the
   height (after a null block the prev hash repeats, the seed does not).
-* **Beacon.** A validator's Ed25519 signature over the frozen (miner, payload hash) pairs
-  (``commitments.sign_cut_off``). ``Block.beacon`` holds 32 bytes, a signature is 64: the block
-  records ``sha256(signature)`` and the spot-check seed uses those 32 bytes, so the block alone
-  fixes the sample; the signature itself travels next to the block in the proposal (see
-  ``protocol/app.py``) and is checked against the validator it names.
+* **Beacon.** Every validator's onion layer for the height, signed over the frozen set
+  (``protocol/beacon.py``): ``Block.beacon`` is ``beacon_value`` of them, the reveals travel
+  next to the block in the proposal and :func:`check_round` checks each against its genesis
+  commit (:class:`BeaconProof`). With a reveal missing the round re-computes every submission
+  (``RoundInputs.full_check``). New identities (``Ledger.on_probation``) are always re-computed.
 * **Verdicts.** ``verify_round``'s checks map to :data:`~.block.REJECT_CODES`: ``codec`` to
   ``oversize`` / ``non-finite`` / ``malformed`` (every other codec reason: header, layout,
   parse), ``zero``, ``duplicate``; a failed re-compute to a slash: ``copy`` when the copy flag
@@ -48,6 +48,13 @@ import torch
 
 from pot_cli.crypto import hash_object, sha256_hex
 from pot_cli.errors import PotError
+from pot_cli.protocol.beacon import (
+    Reveal,
+    RevealCheck,
+    beacon_value,
+    check_reveal,
+    frozen_digest,
+)
 from pot_cli.protocol.block import (
     FORGERY_CODES,
     MALFORMED_CODES,
@@ -57,7 +64,7 @@ from pot_cli.protocol.block import (
     Verdict,
     check_block,
 )
-from pot_cli.protocol.commitments import verify_commitment, verify_cut_off
+from pot_cli.protocol.commitments import verify_commitment
 from pot_cli.protocol.genesis import MAX_INT, Genesis, genesis_hash
 from pot_cli.protocol.ledger import Ledger, LedgerError, Penalty, RoundOutcome, RoundPayout
 from pot_cli.training.aggregation import AggregationRule, aggregate_flat
@@ -165,13 +172,14 @@ class RoundInputs:
     """What a round's block is derived from. ``submissions``: the frozen set, sorted by miner,
     one per miner; ``late``: frozen miners whose payload was missing at the fetch deadline;
     ``payloads``: payload hash -> bytes for every other one; ``beacon``: 32 bytes
-    (``sha256`` of the cut-off signature)."""
+    (``beacon.beacon_value`` of the validators' reveals; ``full_check`` when one is missing)."""
 
     height: int
     beacon: bytes
     submissions: tuple[FrozenSubmission, ...]
     payloads: Mapping[str, bytes]
     late: frozenset[str] = frozenset()
+    full_check: bool = False  # a beacon reveal was withheld: every submission re-computed
 
     @property
     def frozen_pairs(self) -> tuple[tuple[str, str], ...]:
@@ -217,11 +225,6 @@ def chain_round_seed(genesis_hash_hex: str, prev_hash: str, height: int) -> byte
     )
 
 
-def beacon_of(cut_off_signature: bytes) -> bytes:
-    """The 32-byte beacon a block records for a cut-off signature."""
-    return bytes.fromhex(sha256_hex(cut_off_signature))
-
-
 def genesis_params(task: Task, model_seed: int) -> dict[str, torch.Tensor]:
     """The model at height 0: the task's architecture initialised from the genesis'
     ``model_seed`` (canonical order, CPU float32)."""
@@ -260,18 +263,35 @@ def block_verdict(v: CheckVerdict, tolerance: float) -> Verdict:
 # --------------------------------------------------------------------------------- checks
 
 
+@dataclass(frozen=True)
+class BeaconProof:
+    """The validators' reveals a block's beacon is made of (``None``: withheld), in genesis
+    order, and the memo that checks them."""
+
+    reveals: tuple[Reveal | None, ...]
+    check: RevealCheck = field(default_factory=RevealCheck, compare=False)
+
+
+def beacon_inputs(
+    rules: RoundRules, height: int, reveals: Sequence[Reveal | None]
+) -> tuple[bytes, bool]:
+    """(beacon, full_check) for a round whose validators revealed ``reveals``."""
+    values = [None if r is None else r.value for r in reveals]
+    return beacon_value(rules.genesis.chain_id, height, values), None in values
+
+
 def check_round(
     rules: RoundRules,
     state: ChainState,
     inputs: RoundInputs,
     miner_keys: Mapping[str, bytes],
-    cut_off: tuple[int, bytes] | None = None,
+    proof: BeaconProof | None = None,
 ) -> None:
     """Everything about the frozen set that needs no re-compute (raises :class:`DeriveError`):
     the height follows the state, miners are sorted, unique, admitted by the ledger, their
     commitments verify, every payload that is not late is present and hashes right; with
-    ``cut_off`` = (validator index, signature), that the signature is that genesis validator's
-    cut-off over the frozen set and ``inputs.beacon`` its hash."""
+    ``proof``, that every reveal in it is its validator's onion layer for this height signed
+    over this frozen set, and that ``inputs.beacon`` / ``inputs.full_check`` follow from them."""
     g = rules.genesis
     h = inputs.height
     if h != state.height + 1 or state.ledger.height != state.height:
@@ -298,16 +318,24 @@ def check_round(
             raise DeriveError(f"the payload of {s.miner} is missing")
         if sha256_hex(payload) != s.payload_hash:
             raise DeriveError(f"the payload of {s.miner} does not hash to its commitment")
-    if cut_off is not None:
-        index, signature = cut_off
-        if not 0 <= index < len(g.validators):
-            raise DeriveError(f"the cut-off names validator {index}, not a genesis validator")
-        if not verify_cut_off(
-            g.validators[index].public_key, signature, g.chain_id, h, inputs.frozen_pairs
-        ):
-            raise DeriveError(f"the cut-off is not validator {index}'s signature over the set")
-        if beacon_of(signature) != inputs.beacon:
-            raise DeriveError("the beacon is not the hash of the cut-off signature")
+    if proof is None:
+        return
+    if len(proof.reveals) != len(g.validators):
+        raise DeriveError(f"expected {len(g.validators)} reveals, got {len(proof.reveals)}")
+    digest = frozen_digest(inputs.frozen_pairs)
+    for i, r in enumerate(proof.reveals):
+        if r is None:
+            continue
+        if r.validator != i or r.height != h or r.digest != digest:
+            raise DeriveError(f"reveal {i} is not bound to validator {i}, height {h}, this set")
+        v = g.validators[i]
+        problem = check_reveal(
+            v.public_key, v.beacon_commit, g.beacon_rounds, g.chain_id, r, proof.check
+        )
+        if problem:
+            raise DeriveError(problem)
+    if beacon_inputs(rules, h, proof.reveals) != (inputs.beacon, inputs.full_check):
+        raise DeriveError("the beacon does not follow from the reveals")
 
 
 # ---------------------------------------------------------------------------------- judge
@@ -324,6 +352,10 @@ def round_context(rules: RoundRules, state: ChainState, inputs: RoundInputs) -> 
         compression=rules.compression,
         previous=[state.previous[a] for a in sorted(state.previous)],
         beacon=inputs.beacon,
+        full_check=inputs.full_check,
+        always_check=frozenset(
+            s.miner for s in inputs.submissions if state.ledger.on_probation(s.miner)
+        ),
     )
 
 
@@ -595,10 +627,10 @@ def derive_round(
     state: ChainState,
     inputs: RoundInputs,
     miner_keys: Mapping[str, bytes],
-    cut_off: tuple[int, bytes] | None = None,
+    proof: BeaconProof | None = None,
 ) -> Derived:
     """The block of a round, as the primary proposes it (check, judge, settle)."""
-    check_round(rules, state, inputs, miner_keys, cut_off)
+    check_round(rules, state, inputs, miner_keys, proof)
     judged, verification = judge_round(rules, state, inputs)
     verdicts = {a: j.verdict for a, j in judged.items()}
     vectors = accepted_vectors(rules, state, inputs, verdicts, verification.accepted)
@@ -620,12 +652,12 @@ def rederive_block(
     inputs: RoundInputs,
     miner_keys: Mapping[str, bytes],
     proposed: Block,
-    cut_off: tuple[int, bytes],
+    proof: BeaconProof,
 ) -> Derived:
     """A backup's check of a proposed block (raises :class:`DeriveError` naming what differs):
-    check the frozen set and the cut-off, judge, reconcile with the proposed verdicts, settle,
-    and compare the whole block."""
-    check_round(rules, state, inputs, miner_keys, cut_off)
+    check the frozen set and the beacon's reveals, judge, reconcile with the proposed verdicts,
+    settle, and compare the whole block."""
+    check_round(rules, state, inputs, miner_keys, proof)
     judged, verification = judge_round(rules, state, inputs)
 
     def recheck_one(miner: str, own: Judged) -> Judged:

@@ -44,6 +44,9 @@ UNIT_RE = re.compile(r"[A-Za-z0-9]{1,16}")
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 MAX_TASK_CHARS = 128
 MAX_DECIMALS = 18
+# Heights one set of beacon commits serves (protocol/beacon.py: an onion of that many layers;
+# a node builds its own once at start, about a second per million).
+MAX_BEACON_ROUNDS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,15 @@ class GenesisValidator:
     name: str
     public_key: bytes
     address: str
+    # the outermost layer of its spot-check beacon onion (protocol/beacon.py)
+    beacon_commit: bytes = b""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "public_key": self.public_key.hex()}
+        return {
+            "name": self.name,
+            "public_key": self.public_key.hex(),
+            "beacon_commit": self.beacon_commit.hex(),
+        }
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class Genesis:
     malformed_penalty: int
     probation_rounds: int
     accounts: tuple[GenesisAccount, ...]
+    beacon_rounds: int = 1
     decimals: int = 6
     unit: str = "POT"
 
@@ -108,6 +118,7 @@ class Genesis:
             "forgery_slash": self.forgery_slash,
             "malformed_penalty": self.malformed_penalty,
             "probation_rounds": self.probation_rounds,
+            "beacon_rounds": self.beacon_rounds,
             "accounts": [a.to_dict() for a in self.accounts],
             "decimals": self.decimals,
             "unit": self.unit,
@@ -227,6 +238,7 @@ _TOP_REQUIRED = frozenset(
         "forgery_slash",
         "malformed_penalty",
         "probation_rounds",
+        "beacon_rounds",
         "accounts",
     }
 )
@@ -242,7 +254,7 @@ def _parse_validators(p: _Problems, value: Any) -> list[GenesisValidator]:
     out: list[GenesisValidator] = []
     keys: dict[str, int] = {}
     names: dict[str, int] = {}
-    required = frozenset({"name", "public_key"})
+    required = frozenset({"name", "public_key", "beacon_commit"})
     for i, item in enumerate(value):
         path = f"validators[{i}]"
         d = p.table(item, path, required, frozenset())
@@ -254,6 +266,11 @@ def _parse_validators(p: _Problems, value: Any) -> list[GenesisValidator]:
             if "public_key" in d
             else None
         )
+        commit = (
+            p.str_(d.get("beacon_commit"), f"{path}.beacon_commit", _check_hex64)
+            if "beacon_commit" in d
+            else None
+        )
         if name is not None:
             if name in names:
                 p.add(f"{path}.name", f"duplicate of validators[{names[name]}].name")
@@ -262,10 +279,12 @@ def _parse_validators(p: _Problems, value: Any) -> list[GenesisValidator]:
             if key in keys:
                 p.add(f"{path}.public_key", f"duplicate of validators[{keys[key]}].public_key")
             keys.setdefault(key, i)
-        if name is not None and key is not None:
+        if name is not None and key is not None and commit is not None:
             raw = bytes.fromhex(key)
             assert len(raw) == PUBLIC_KEY_SIZE
-            out.append(GenesisValidator(name, raw, address_from_public_key(raw)))
+            out.append(
+                GenesisValidator(name, raw, address_from_public_key(raw), bytes.fromhex(commit))
+            )
     return out
 
 
@@ -312,6 +331,7 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
         "forgery_slash": (0, MAX_INT),
         "malformed_penalty": (0, MAX_INT),
         "probation_rounds": (0, MAX_INT),
+        "beacon_rounds": (1, MAX_BEACON_ROUNDS),
         "decimals": (0, MAX_DECIMALS),
     }
     for key, (lo, hi) in ranges.items():
@@ -358,6 +378,7 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
         forgery_slash=need("forgery_slash"),
         malformed_penalty=need("malformed_penalty"),
         probation_rounds=need("probation_rounds"),
+        beacon_rounds=need("beacon_rounds"),
         accounts=tuple(sorted(accounts, key=lambda a: a.address)),
         decimals=need("decimals"),
         unit=unit,

@@ -100,6 +100,9 @@ class Account:
     stake: int = 0
     ejected: bool = False
     ejected_at: int | None = None
+    # submissions of this identity the chain accepted (each one re-computed while on
+    # probation): the reputation that ends probation
+    verified: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,16 @@ class LedgerParams:
     miner_share_bps: int
     validator_share_bps: int
     min_miner_stake: int
+    probation_rounds: int = 0
 
     @classmethod
     def from_genesis(cls, g: Genesis) -> LedgerParams:
         return cls(
-            g.emission_per_round, g.miner_share_bps, g.validator_share_bps, g.min_miner_stake
+            g.emission_per_round,
+            g.miner_share_bps,
+            g.validator_share_bps,
+            g.min_miner_stake,
+            g.probation_rounds,
         )
 
     @property
@@ -235,6 +243,11 @@ class Ledger:
         """True when ``address`` may mine: known, not ejected, stake >= ``min_miner_stake``."""
         acc = self.accounts.get(address)
         return acc is not None and not acc.ejected and acc.stake >= self.params.min_miner_stake
+
+    def on_probation(self, address: str) -> bool:
+        """True while ``address`` has fewer than ``probation_rounds`` accepted submissions:
+        every submission of such a new identity is re-computed."""
+        return self.account(address).verified < self.params.probation_rounds
 
     def _known(self, address: object, what: str) -> Account:
         addr = _address(address, what)
@@ -377,7 +390,8 @@ class Ledger:
                     raise LedgerError(f"payout rewards: {a} is not admitted")
                 acc = get(a)
                 balance = _amount(acc.balance + amount, f"payout: balance of {a}")
-                changes[a] = replace(acc, balance=balance)
+                verified = acc.verified + (1 if kind == "rewards" else 0)
+                changes[a] = replace(acc, balance=balance, verified=min(verified, MAX_AMOUNT))
         _unique((p.address for p in payout.penalties), "payout penalties")
         for p in payout.penalties:
             if not isinstance(p, Penalty) or not isinstance(p.eject, bool) or not p.code:
@@ -445,6 +459,7 @@ class Ledger:
                 "miner_share_bps": p.miner_share_bps,
                 "validator_share_bps": p.validator_share_bps,
                 "min_miner_stake": p.min_miner_stake,
+                "probation_rounds": p.probation_rounds,
             },
             "height": self.height,
             "supply_genesis": self.supply_genesis,
@@ -456,6 +471,7 @@ class Ledger:
                     "stake": acc.stake,
                     "ejected": acc.ejected,
                     "ejected_at": acc.ejected_at,
+                    "verified": acc.verified,
                 }
                 for a, acc in sorted(self.accounts.items())
             },
@@ -476,7 +492,13 @@ class Ledger:
         pd = _table(
             d["params"],
             "snapshot.params",
-            {"emission_per_round", "miner_share_bps", "validator_share_bps", "min_miner_stake"},
+            {
+                "emission_per_round",
+                "miner_share_bps",
+                "validator_share_bps",
+                "min_miner_stake",
+                "probation_rounds",
+            },
         )
         params = LedgerParams(
             emission_per_round=_amount(
@@ -487,6 +509,7 @@ class Ledger:
                 pd["validator_share_bps"], "snapshot.params.validator_share_bps"
             ),
             min_miner_stake=_amount(pd["min_miner_stake"], "snapshot.params.min_miner_stake"),
+            probation_rounds=_amount(pd["probation_rounds"], "snapshot.params.probation_rounds"),
         )
         if params.miner_share_bps + params.validator_share_bps != BPS:
             raise LedgerError(f"snapshot.params: the shares must add up to {BPS} bps")
@@ -497,7 +520,7 @@ class Ledger:
         for a in raw:
             what = f"snapshot.accounts[{str(a)[:60]}]"
             _address(a, what)
-            ad = _table(raw[a], what, {"balance", "stake", "ejected", "ejected_at"})
+            ad = _table(raw[a], what, {"balance", "stake", "ejected", "ejected_at", "verified"})
             ejected = ad["ejected"]
             if not isinstance(ejected, bool):
                 raise LedgerError(f"{what}.ejected: expected a boolean")
@@ -510,6 +533,7 @@ class Ledger:
                 _amount(ad["stake"], f"{what}.stake"),
                 ejected,
                 ejected_at,
+                _amount(ad["verified"], f"{what}.verified"),
             )
         ledger = cls(
             params,

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 from pot_cli.crypto import sha256_hex
 from pot_cli.errors import PotError
+from pot_cli.protocol.beacon import BeaconMessage
 from pot_cli.protocol.block import MAX_SUBMISSIONS
 from pot_cli.protocol.commitments import verify_commitment
 from pot_cli.training.verification import RoundVerification, Submission
@@ -208,8 +209,8 @@ class PayloadRefused:
 
 @dataclass(frozen=True)
 class FreezeSet:
-    """The frozen set: every kept (miner, payload hash), sorted by address (the primary signs
-    it: ``commitments.sign_cut_off``)."""
+    """The frozen set: every kept (miner, payload hash), sorted by address (the primary
+    announces it with its beacon reveal: ``protocol/beacon.py``)."""
 
     frozen: tuple[tuple[str, str], ...]
 
@@ -241,6 +242,14 @@ class Committed:
     block_hash: str
 
 
+@dataclass(frozen=True)
+class BroadcastBeacon:
+    """Send this validator's beacon message (an announcement of the frozen set with its
+    reveal, or a reveal) to every other validator (``PotApp.beacon_message`` takes it)."""
+
+    message: BeaconMessage
+
+
 Action = (
     SubmissionRefused
     | PayloadRefused
@@ -249,6 +258,7 @@ Action = (
     | StartVerification
     | RoundVerified
     | Committed
+    | BroadcastBeacon
 )
 
 

@@ -51,9 +51,10 @@ from pot_cli.crypto import Identity, sha256
 from pot_cli.errors import PotError, UsageError
 from pot_cli.node.chainstore import ChainStore
 from pot_cli.protocol.app import PotApp, RoundInfo, parse_proposal
+from pot_cli.protocol.beacon import onion_commit
 from pot_cli.protocol.commitments import sign_commitment
 from pot_cli.protocol.genesis import Genesis, parse_genesis
-from pot_cli.protocol.round import FetchPayload, SubmissionRefused
+from pot_cli.protocol.round import BroadcastBeacon, FetchPayload, SubmissionRefused
 from pot_cli.sim.attacks import ATTACKS, ForgeContext, forge
 from pot_cli.training.assignment import assign_batch
 from pot_cli.training.codec import Compression, encode_gradient
@@ -208,6 +209,7 @@ class NetworkSimulation:
         ranked = sorted(self.miners, key=lambda m: m.address)
         self.byzantine = {m.address: i for i, m in enumerate(ranked[: config.byzantine])}
         self.honest_miners = {m.address for m in self.miners} - set(self.byzantine)
+        self.beacon_rounds = 4 * config.rounds + 64
         self.genesis = self._genesis(ids)
         self.cfg = ReplicaConfig(
             chain_id=CHAIN,
@@ -248,8 +250,14 @@ class NetworkSimulation:
                 "task": self.nc.task,
                 "model_seed": 0,
                 "validators": [
-                    {"name": f"v{i}", "public_key": v.public_key.hex()} for i, v in enumerate(ids)
+                    {
+                        "name": f"v{i}",
+                        "public_key": v.public_key.hex(),
+                        "beacon_commit": onion_commit(v, CHAIN, self.beacon_rounds),
+                    }
+                    for i, v in enumerate(ids)
                 ],
+                "beacon_rounds": self.beacon_rounds,
                 "emission_per_round": 1_000_000,
                 "miner_share_bps": 8000,
                 "validator_share_bps": 2000,
@@ -337,6 +345,9 @@ class NetworkSimulation:
         elif kind == "submit":
             dst, sub = payload
             self._submit(self.nodes[dst], sub)
+        elif kind == "beacon":
+            dst, message = payload
+            self._beacon(self.nodes[dst], message)
         elif kind == "fetch":
             dst, src, miner, payload_hash = payload
             self._serve_fetch(self.nodes[dst], src, miner, payload_hash)
@@ -472,6 +483,21 @@ class NetworkSimulation:
         for a in actions:
             if isinstance(a, FetchPayload):
                 self._ask(node, a.miner, a.payload_hash)
+            elif isinstance(a, BroadcastBeacon):
+                message = a.message.to_dict()
+                for dst in range(self.nc.validators):
+                    if dst != node.index:
+                        self._route(node.index, dst, "beacon", (dst, message))
+
+    def _beacon(self, node: Validator, message: Any) -> None:
+        """A validator's beacon message reaches ``node``; the current primary is the one its
+        replica's view names (the host's knowledge, as on a real node)."""
+        if node.app is None or node.host is None:
+            return
+        primary = self.cfg.primary(node.host.replica.view)
+        if node.app.beacon_message(message, self.now, primary):
+            self._after(node)
+            self._call(node, lambda h: h.tick(self.now))
 
     def _ask(self, node: Validator, miner: str, payload_hash: str, tries: int = 0) -> None:
         if (miner, payload_hash) in node.asked:

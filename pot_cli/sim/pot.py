@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from pot_cli.crypto import Identity, hash_object
-from pot_cli.protocol.commitments import sign_commitment, sign_cut_off
+from pot_cli.protocol.beacon import Onion, beacon_value, frozen_digest, make_reveal, onion_seed
+from pot_cli.protocol.commitments import sign_commitment
 from pot_cli.protocol.round import (
     Action,
     FreezeSet,
@@ -204,6 +205,7 @@ class PotSimulation:
         task.dataset()
         self.by_addr = {i.address: i for i in miner_identities(cfg.seed, cfg.miners)}
         self.validator = Identity.from_seed(hash_object({"sim-validator": cfg.seed}))
+        self.onion = Onion(onion_seed(self.validator, CHAIN_ID), cfg.rounds + 1)
         self.keys = {a: i.public_key for a, i in self.by_addr.items()}
         self.admitted = frozenset(self.by_addr)
         self.intake_limit = INTAKE_LIMIT_FACTOR * max_payload_bytes(task, Compression("none"))
@@ -340,10 +342,13 @@ class PotSimulation:
         # starts.
         frozen, job = _freeze(machine.step(Tick(DEADLINE)))
         if cfg.verify:
-            # The cut-off: the validator (as primary) signs the frozen submission set; its
-            # signature is the beacon that salts the spot-check sample.
+            # The beacon: the validator reveals its onion layer for the height (one validator
+            # stands for all; with several, every layer goes in) and it salts the sample.
             t1 = time.perf_counter()
-            beacon = sign_cut_off(self.validator, CHAIN_ID, h, frozen.frozen)
+            digest = frozen_digest(frozen.frozen)
+            layer = h + 1  # heights count from 0 here, onion layers from 1
+            reveal = make_reveal(self.validator, 0, self.onion, CHAIN_ID, layer, digest)
+            beacon = beacon_value(CHAIN_ID, layer, [reveal.value])
             self.validator_crypto += time.perf_counter() - t1
             ctx = RoundContext(
                 task=task,

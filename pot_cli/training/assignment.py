@@ -4,20 +4,11 @@
   ``round_seed`` (``s_h = H(block h-1)``). Different miners get different samples; anyone can
   recompute any miner's batch.
 * :func:`spot_check_seed` / :func:`select_spot_checks`: which submissions a validator
-  re-computes. The seed hashes the round seed, the frozen set of submissions (every payload
-  hash, duplicates included, sorted) and a **beacon**: a value nobody knows before the
-  cut-off. The network's beacon is the primary's Ed25519 signature over the frozen set
-  (deterministic: for a given set the primary cannot grind it, and it is secret until
-  published). Without the beacon, a miner that sees the other payloads before submitting could
-  grind its own (resubmit small variations) until the hash leaves it out of the sample.
-
-  **Limit:** the primary chooses *which* set to freeze. A Byzantine primary colluding with a
-  forger can sign several candidate sets in private (leaving a submission out, or picking one
-  of several distinct gradients the forger hands it) and freeze one that leaves the forger out
-  of the sample. The codec's canonical encoding removes the free variants (one gradient, one
-  payload), but distinct gradients remain. The fix belongs to the network node: a beacon no
-  single validator controls once the set is frozen (a unique threshold signature of f+1
-  validators over it, or a commit-reveal among them).
+  re-computes. The seed hashes the round seed and a **beacon**: a value nobody knows before the
+  set is frozen (``protocol/beacon.py``: every validator's hash-onion layer for the height,
+  revealed only for one frozen set). Each miner is then drawn independently from (seed,
+  address), so the set's other members never change whether one miner is drawn, and no miner
+  can grind its payload against a sample it cannot compute.
 
 SHA-256 (via :mod:`pot_cli.crypto`) is the only source of randomness, so the result never depends
 on a library's random generator version.
@@ -65,22 +56,11 @@ def _sorted_pairs(submitted: SubmittedHashes) -> list[tuple[str, str]]:
     return sorted((str(a), str(h)) for a, h in pairs)
 
 
-def cut_off_body(submitted: SubmittedHashes) -> dict[str, object]:
-    """What the primary signs at the cut-off (its signature is the round's beacon)."""
-    return {"submissions": _sorted_pairs(submitted)}
-
-
-def spot_check_seed(round_seed: bytes, submitted: SubmittedHashes, beacon: bytes = b"") -> bytes:
-    """Seed of the spot-check sample: the round seed, every (address, payload hash) submitted,
-    duplicates included, in sorted order, and the beacon (see the module docstring)."""
-    return hash_object(
-        {
-            "domain": "pot/spot-check",
-            "round_seed": round_seed,
-            "submissions": _sorted_pairs(submitted),
-            "beacon": beacon,
-        }
-    )
+def spot_check_seed(round_seed: bytes, beacon: bytes) -> bytes:
+    """Seed of the spot-check sample: the round seed and the beacon. The set of submissions is
+    deliberately not in it: each miner is drawn from (seed, its address) alone, so which other
+    submissions a primary freezes never changes whether one miner is drawn."""
+    return hash_object({"domain": "pot/spot-check/v2", "round_seed": round_seed, "beacon": beacon})
 
 
 def select_spot_checks(seed: bytes, addresses: Iterable[str], rate: float) -> list[str]:

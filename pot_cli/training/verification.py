@@ -18,9 +18,10 @@ Checks, cheapest first:
    header (fp32, bf16 or fp16 autocast), compresses it the same way and compares: relative L2
    error ``|g_sub - g_ref| / |g_ref|`` within ``tolerance`` (and, for topk, the sent
    coordinates must carry at least ``topk_support_energy`` of the true top-k energy). Besides
-   the flagged ones, each submission is re-computed with probability ``spot_check_rate``; the
-   sample's seed hashes the round seed, every submitted payload hash and the round's beacon
-   (the primary's signature over the frozen set), so no miner knows it when it submits.
+   the flagged ones (and those within the band of a flag, and new identities on probation:
+   ``RoundContext.always_check``), each submission is re-computed with probability
+   ``spot_check_rate``, drawn per miner from the round seed and the round's beacon
+   (``protocol/beacon.py``), so no miner knows it when it submits.
 
 The tolerance is calibrated in :mod:`pot_cli.sim.calibration` against the honest
 numerical differences of :class:`~pot_cli.training.gradients.Numerics`. Re-computing in the
@@ -112,9 +113,13 @@ class RoundContext:
     model_hash: str
     compression: Compression = field(default_factory=Compression)
     previous: Sequence[torch.Tensor] = ()  # flat gradients accepted in earlier rounds
-    # Unknown to miners until the cut-off: the primary's signature over the frozen submission
-    # set (assignment.cut_off_body); it salts the spot-check sample against grinding.
+    # Unknown to miners until the set is frozen (protocol/beacon.py: every validator's
+    # revealed layer); it salts the spot-check sample against grinding.
     beacon: bytes = b""
+    # Re-compute every submission (the beacon fell back: a reveal was withheld).
+    full_check: bool = False
+    # Miners whose every submission is re-computed (new identities on probation).
+    always_check: frozenset[str] = frozenset()
 
 
 FLAG_CHECKS = ("norm", "direction", "copy")  # the statistics flags, in the order tested
@@ -302,9 +307,7 @@ def verify_round(
     task = ctx.task
     verdicts: dict[str, Verdict] = {}
     decoded: dict[str, DecodedGradient] = {}
-    # Every distinct (address, payload hash) submitted, a miner's different payloads included:
-    # the spot-check seed hashes them sorted, so it does not depend on the order submissions
-    # arrived in.
+    # Every distinct (address, payload hash) submitted, a miner's different payloads included.
     # A byte-identical repeat of a submission (same address, same payload hash) is the same
     # submission: it is verified once and counted once, so replaying an honest miner's
     # submission can neither get it refused nor move the spot-check seed.
@@ -350,7 +353,7 @@ def verify_round(
             continue
         decoded[sub.address] = d
 
-    seed = spot_check_seed(ctx.round_seed, submitted, ctx.beacon)
+    seed = spot_check_seed(ctx.round_seed, ctx.beacon)
     addresses = sorted(decoded)
     flags: dict[str, list[str]] = {a: [] for a in addresses}
     stats: dict[str, Statistics] = {}
@@ -386,7 +389,8 @@ def verify_round(
                 n / median_norm, cosines[i], max(others + prev_best[i : i + 1] + [-1.0])
             )
 
-    sample = set(select_spot_checks(seed, addresses, policy.spot_check_rate))
+    rate = 1.0 if ctx.full_check else policy.spot_check_rate
+    sample = set(select_spot_checks(seed, addresses, rate)) | (ctx.always_check & set(addresses))
     margin = 2.0 * policy.flag_band
     in_margin = {a for a in addresses if max(stats[a].distances(policy).values()) >= -margin}
     to_check = sample | in_margin | {a for a in addresses if flags[a]}
