@@ -87,6 +87,7 @@ GENESIS: Genesis = parse_genesis(
             for i, v in enumerate(VALIDATORS)
         ],
         "beacon_rounds": BEACON_ROUNDS,
+        "spot_check_bps": 10_000,
         "emission_per_round": 1000,
         "miner_share_bps": 8000,
         "validator_share_bps": 2000,
@@ -908,3 +909,78 @@ def test_d_another_process_with_other_threads_derives_the_same_block(
     submit_all(here, round1, 1)
     here.execute(1, proposal1)
     assert other["digest"] == here.state_digest()
+
+
+# ----------------------------------------------------------------- (e) the beacon exchange
+
+
+def test_e_a_backup_reveals_once_for_the_primarys_set_and_the_block_carries_it(
+    round1: list[Work],
+) -> None:
+    primary = make_app(0, reveal_grace=10**6)
+    assert not refusals(submit_all(primary, round1, 1))
+    assert primary.propose(1, ROUND_TIME) is None  # announced, waiting for reveals
+    (announcement,) = beacon_messages(primary)
+    b = backup(1, round1)
+    assert not b.beacon_message(announcement, ROUND_TIME, primary=2)  # not from the primary
+    assert beacon_messages(b) == []
+    forged = dict(announcement, reveal="00" * 32)
+    assert not b.beacon_message(forged, ROUND_TIME, primary=0)
+    assert b.beacon_message(announcement, ROUND_TIME, primary=0)
+    (reveal,) = beacon_messages(b)
+    # a second primary (a view change) announcing another set gets no second reveal
+    other = make_app(2, reveal_grace=10**6)
+    assert not refusals(submit_all(other, round1[:-1], 1))
+    assert other.propose(1, ROUND_TIME) is None
+    (second,) = beacon_messages(other)
+    assert second["digest"] != announcement["digest"]
+    assert b.beacon_message(second, ROUND_TIME, primary=2)
+    assert beacon_messages(b) == []
+    # the first primary, with b's reveal and the two others, proposes a sampled round
+    assert primary.beacon_message(reveal, ROUND_TIME, primary=0)
+    assert not primary.beacon_message(reveal, ROUND_TIME, primary=0)  # a repeat
+    assert primary.propose(1, ROUND_TIME) is None  # still two missing
+    for i in (2, 3):
+        c = backup(i, round1)
+        assert c.beacon_message(announcement, ROUND_TIME, primary=0)
+        (r,) = beacon_messages(c)
+        assert primary.beacon_message(r, ROUND_TIME, primary=0)
+    proposal = primary.propose(1, ROUND_TIME)
+    assert proposal is not None and all(r is not None for r in proposal["reveals"])
+    assert b.validate(1, proposal, ROUND_TIME) is Validity.VALID, b.last_invalid
+
+
+def test_e_no_reveal_for_a_set_that_censors_and_the_round_falls_back_to_a_full_check(
+    round1: list[Work],
+) -> None:
+    victim = HONEST[0]
+    primary = make_app(0, reveal_grace=5)
+    assert not refusals(submit_all(primary, round1, 1, skip=[victim]))
+    assert primary.propose(1, ROUND_TIME) is None
+    (announcement,) = beacon_messages(primary)
+    held = backup(1, round1)  # kept the victim's submission in time
+    assert held.beacon_message(announcement, ROUND_TIME, primary=0)
+    assert beacon_messages(held) == []  # it will not reveal for a set that censors
+    assert primary.propose(1, ROUND_TIME + 4) is None
+    assert primary.next_deadline() == ROUND_TIME + 5
+    proposal = primary.propose(1, ROUND_TIME + 5)  # the reveal grace is over
+    assert proposal is not None
+    assert [r is not None for r in proposal["reveals"]] == [True, False, False, False]
+    # a full check: a backup that did not see the victim accepts it; the one that did refuses
+    blind = backup(2, round1, skip=[victim])
+    assert blind.validate(1, proposal, ROUND_TIME) is Validity.VALID, blind.last_invalid
+    assert held.validate(1, proposal, ROUND_TIME) is Validity.INVALID
+    assert "censorship" in held.last_invalid
+
+
+def test_e_a_full_check_round_re_computes_every_submission(round1: list[Work]) -> None:
+    """With a reveal missing the sample is everyone: a forger the beacon would have missed is
+    caught (no sample at all, rate 0, flags only: the lazy forgery has no flag)."""
+    quiet = replace(FLAGS_ONLY, min_cosine=-2.0, norm_factor=1e9, copy_cosine=2.0)
+    primary = make_app(0, policy=quiet)  # reveal_grace 0: proposes with its own reveal only
+    proposal = propose(primary, round1)
+    verdicts = {s.miner: s.verdict for s in parse_block(proposal["block"]).submissions}
+    assert verdicts[LAZY].kind == verdicts[SIGN_FLIP].kind == "slashed"
+    revealed = propose_revealed(make_app(0, policy=quiet), round1)
+    verdicts = {s.miner: s.verdict for s in parse_block(revealed["block"]).submissions}
+    assert verdicts[LAZY] == verdicts[SIGN_FLIP] == Verdict.accepted()  # rate 0: unsampled

@@ -42,6 +42,7 @@ def _base() -> dict[str, Any]:
             for i in range(4)
         ],
         "beacon_rounds": 8,
+        "spot_check_bps": 10_000,
         "emission_per_round": 1000,
         "miner_share_bps": 8000,
         "validator_share_bps": 2000,
@@ -81,6 +82,22 @@ def test_shipped_devnet_genesis_loads() -> None:
     # a devnet validator can serve its beacon: the commit is its own onion's
     assert g.validators[0].beacon_commit.hex() == onion_commit(
         _devnet("validator", 0), g.chain_id, g.beacon_rounds
+    )
+
+
+def test_a_slash_that_does_not_deter_is_refused() -> None:
+    """Miners' pool 800 at a 10 % spot-check rate: a forgery the flags miss earns up to 800 with
+    probability 0.9, so the slash (and the stake it is taken from) must be >= 7200."""
+    d = dict(_base(), spot_check_bps=1000)
+    assert any(
+        "forgery_slash: a forgery must cost more" in e and ">= 7200" in e for e in _errors(d)
+    )
+    ok = dict(d, forgery_slash=7200, min_miner_stake=7200)
+    ok["accounts"] = [dict(a, stake=7200) for a in d["accounts"]]
+    assert parse_genesis(ok).spot_check_bps == 1000
+    assert any(">= 7200" in e for e in _errors(dict(ok, min_miner_stake=7199)))
+    assert any(
+        "spot_check_bps: must be in [1, 10000]" in e for e in _errors(dict(d, spot_check_bps=0))
     )
 
 
@@ -217,7 +234,7 @@ def test_shipped_round_trip_and_hash_stable(tmp_path: Path) -> None:
     write_genesis(g, path)
     assert genesis_hash(load_genesis(path)) == h
     # pinned: changing the devnet genesis is a deliberate act
-    assert h == "6c66b8862147d7241d35ec1577a3a621572ce591d1e80963aca50c7a767bfd92"
+    assert h == "23cc4331b9f5ce9eb7086ebd42bf2ec8f832f52d450f921da53d9aa7da761cfa"
 
 
 def test_hash_changes_with_any_field() -> None:

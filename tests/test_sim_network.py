@@ -15,13 +15,13 @@ from pot_cli.cli import app
 from pot_cli.protocol import derive
 from pot_cli.sim.network import FAULTS, NetworkConfig, plan_network_seed, run_network_seed
 
-SWEEP_SEEDS = 301  # the issue's floor for CI (300): every fault kind 43 times
+SWEEP_SEEDS = 301  # the issue's floor for CI (300): every fault kind 33 or 34 times
 
 
 def test_ci_sweep_every_fault_kind() -> None:
     started = time.process_time()
     failures = []
-    totals = {f: {"vc": 0, "slashed": 0, "accepted": 0} for f in FAULTS}
+    totals = {f: {"vc": 0, "slashed": 0, "accepted": 0, "forged": 0, "escaped": 0} for f in FAULTS}
     for seed in range(SWEEP_SEEDS):
         fault = plan_network_seed(seed, FAULTS)
         result = run_network_seed(seed, fault)
@@ -30,6 +30,8 @@ def test_ci_sweep_every_fault_kind() -> None:
         totals[fault]["vc"] += result.view_changes
         totals[fault]["slashed"] += result.slashed
         totals[fault]["accepted"] += result.honest_accepted
+        totals[fault]["forged"] += result.forged
+        totals[fault]["escaped"] += result.escaped
     assert not failures, "\n".join(failures)
     # the faults are not no-ops: a withholding primary is always replaced, crashes and
     # silent primaries cost view changes; every run catches its forgers and pays honest work
@@ -37,6 +39,10 @@ def test_ci_sweep_every_fault_kind() -> None:
     assert totals["colluding-primary"]["vc"] >= SWEEP_SEEDS // len(FAULTS)
     assert totals["crash"]["vc"] > 0 and totals["silent-validator"]["vc"] > 0
     assert all(t["slashed"] > 0 and t["accepted"] > 0 for t in totals.values())
+    # a primary that stalls whenever its forgers are caught cannot choose another sample: its
+    # forgers are still caught (the measured escape rate is in BENCHMARKS.md)
+    steer = totals["steering-primary"]
+    assert steer["forged"] > 0 and steer["escaped"] < steer["forged"]
     print(f"{SWEEP_SEEDS} network seeds in {time.process_time() - started:.1f} s CPU")
 
 
@@ -79,6 +85,24 @@ def test_checker_catches_a_chain_that_does_not_replay(monkeypatch: pytest.Monkey
     monkeypatch.setattr(app_mod, "settle_committed", real)
 
 
+def test_checker_catches_a_band_aimed_copy_let_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the re-compute margin (every statistic reported far from its threshold), a copy
+    aimed just below the copy threshold is accepted unless sampled: reported."""
+    from pot_cli.training import verification
+
+    monkeypatch.setattr(
+        verification.Statistics,
+        "distances",
+        lambda self, policy: {"norm": -1e9, "direction": -1e9, "copy": -1e9},
+    )
+    for seed in range(40):
+        result = run_network_seed(seed, "band-aiming")
+        if not result.ok:
+            assert "band" in result.violations[0], result.violations
+            return
+    pytest.fail("no band-aimed copy got through without the margin in 40 seeds")
+
+
 def test_bad_config_is_refused() -> None:
     with pytest.raises(Exception, match="unknown fault"):
         NetworkConfig(seed=0, fault="nope")
@@ -91,7 +115,7 @@ def test_cli_one_seed_and_sweep(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["ok"] and min(data["heights"].values()) >= 3
-    res = runner.invoke(app, [*home, "sim", "network", "--seeds", "7", "--json"])
+    res = runner.invoke(app, [*home, "sim", "network", "--seeds", str(len(FAULTS)), "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["failed"] == 0 and {r["fault"] for r in data["by_fault"]} == set(FAULTS)

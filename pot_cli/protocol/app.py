@@ -126,7 +126,7 @@ from pot_cli.protocol.derive import (
     rederive_block,
     settle_committed,
 )
-from pot_cli.protocol.genesis import Genesis
+from pot_cli.protocol.genesis import BPS, Genesis
 from pot_cli.protocol.ledger import Ledger, RoundPayout
 from pot_cli.protocol.round import (
     Action,
@@ -323,7 +323,8 @@ class PotApp:
             genesis,
             task,
             rule or AggregationRule(),
-            policy or VerificationPolicy(),
+            # a validator runs the genesis' spot-check rate; harnesses may pass their own
+            policy or VerificationPolicy(spot_check_rate=genesis.spot_check_bps / BPS),
             compression or Compression(),
             band,
         )

@@ -47,6 +47,14 @@ MAX_DECIMALS = 18
 # Heights one set of beacon commits serves (protocol/beacon.py: an onion of that many layers;
 # a node builds its own once at start, about a second per million).
 MAX_BEACON_ROUNDS = 1 << 24
+DEFAULT_SPOT_CHECK_BPS = 1_000  # 10 %
+
+
+def deterrence_floor(miner_pool: int, spot_check_bps: int) -> int:
+    """The least slash that makes every forgery the flags miss a loss in expectation: a
+    forgery earns at most the whole miners' pool ``r`` when it escapes (probability ``1 - p``)
+    and loses the slash ``S`` when sampled (``p``), so ``S >= r (1 - p) / p`` (rounded up)."""
+    return -(-miner_pool * (BPS - spot_check_bps) // spot_check_bps)
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ class Genesis:
     probation_rounds: int
     accounts: tuple[GenesisAccount, ...]
     beacon_rounds: int = 1
+    # the chain's spot-check rate (basis points): the chance a forgery the flags miss is
+    # re-computed; with the slash it decides whether cheating pays (deterrence_floor)
+    spot_check_bps: int = DEFAULT_SPOT_CHECK_BPS
     decimals: int = 6
     unit: str = "POT"
 
@@ -119,6 +130,7 @@ class Genesis:
             "malformed_penalty": self.malformed_penalty,
             "probation_rounds": self.probation_rounds,
             "beacon_rounds": self.beacon_rounds,
+            "spot_check_bps": self.spot_check_bps,
             "accounts": [a.to_dict() for a in self.accounts],
             "decimals": self.decimals,
             "unit": self.unit,
@@ -242,7 +254,7 @@ _TOP_REQUIRED = frozenset(
         "accounts",
     }
 )
-_TOP_OPTIONAL = frozenset({"decimals", "unit"})
+_TOP_OPTIONAL = frozenset({"decimals", "unit", "spot_check_bps"})
 
 
 def _parse_validators(p: _Problems, value: Any) -> list[GenesisValidator]:
@@ -332,12 +344,14 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
         "malformed_penalty": (0, MAX_INT),
         "probation_rounds": (0, MAX_INT),
         "beacon_rounds": (1, MAX_BEACON_ROUNDS),
+        "spot_check_bps": (1, BPS),
         "decimals": (0, MAX_DECIMALS),
     }
     for key, (lo, hi) in ranges.items():
         if key in d:
             ints[key] = p.int_(d[key], key, lo, hi)
     ints.setdefault("decimals", 6)
+    ints.setdefault("spot_check_bps", DEFAULT_SPOT_CHECK_BPS)
     chain_id = p.str_(d["chain_id"], "chain_id", _check_chain_id) if "chain_id" in d else None
     task = p.str_(d["task"], "task", _check_task) if "task" in d else None
     unit = p.str_(d["unit"], "unit", _check_unit) if "unit" in d else "POT"
@@ -353,6 +367,22 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
     fs, mp = ints.get("forgery_slash"), ints.get("malformed_penalty")
     if fs is not None and mp is not None and mp > fs:
         p.add("malformed_penalty", f"must not exceed forgery_slash ({fs}), got {mp}")
+    em, ms, rate = (
+        ints.get("emission_per_round"),
+        ints.get("min_miner_stake"),
+        ints.get("spot_check_bps"),
+    )
+    if None not in (em, mb, fs, ms, rate):
+        assert em is not None and mb is not None and fs is not None and ms is not None
+        assert rate is not None
+        floor = deterrence_floor(em * mb // BPS, rate)
+        if min(fs, ms) < floor:
+            p.add(
+                "forgery_slash",
+                f"a forgery must cost more than it can earn: min(forgery_slash, "
+                f"min_miner_stake) must be >= {floor} (the miners' pool x (1 - rate) / rate "
+                f"at spot_check_bps {rate}), got {min(fs, ms)}",
+            )
     total = sum(a.balance + a.stake for a in accounts)
     if total > MAX_INT:
         p.add("accounts", f"total supply {total} exceeds {MAX_INT}")
@@ -379,6 +409,7 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
         malformed_penalty=need("malformed_penalty"),
         probation_rounds=need("probation_rounds"),
         beacon_rounds=need("beacon_rounds"),
+        spot_check_bps=need("spot_check_bps"),
         accounts=tuple(sorted(accounts, key=lambda a: a.address)),
         decimals=need("decimals"),
         unit=unit,
