@@ -319,3 +319,41 @@ def test_compressed_rounds(mode: str) -> None:
         result = _verify(r, {r.attacker: _forge(r, attack, comp)}, rate=1.0, compression=comp)
         v = result.verdicts[r.attacker]
         assert not v.accepted and v.check == check, v
+
+
+def _scaled(r: Round, factor: float) -> bytes:
+    """The attacker's honest gradient scaled to ``factor`` x the honest median norm: inside the
+    norm flag for factor < norm_factor."""
+    task = r.task
+    idx = assign_batch(r.seed, r.attacker, task.train_size, task.batch_size)
+    grad = compute_gradient(task, r.params, idx)
+    norms = sorted(float(flatten(g, task.param_shapes).norm()) for g in r.grads.values())
+    scale = factor * norms[len(norms) // 2] / float(flatten(grad, task.param_shapes).norm())
+    return encode_gradient(
+        task, {n: t * scale for n, t in grad.items()}, model_hash=model_hash(r.params),
+        height=r.height,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("factor", [3.0, 3.5, 3.9])
+def test_a_forgery_aimed_just_inside_the_norm_flag_is_suspicious(factor: float) -> None:
+    """Scaled 3-3.9x the median norm (the norm flag is at 4x): no flag fires, but the norm lies
+    over 5 robust deviations from the honest ones (re-compute probability 1), so it is
+    re-computed even with no random sample at all; the honest miners' draws stay negative."""
+    r = ROUND
+    result = _verify(r, {r.attacker: _scaled(r, factor)}, rate=0.0)
+    v = result.verdicts[r.attacker]
+    assert not any(f.startswith("norm") for f in v.flags)
+    assert v.statistics is not None and v.statistics.suspicion >= 0.0
+    assert not v.accepted and v.check == "suspicion", v
+    for a, hv in result.verdicts.items():
+        if a != r.attacker:
+            assert hv.accepted and hv.statistics is not None
+            assert hv.statistics.suspicion < 0.0, (a, hv.statistics)
+
+
+def test_an_honest_round_draws_no_suspicion() -> None:
+    r = ROUND
+    result = _verify(r, {}, rate=0.0)
+    assert all(v.accepted for v in result.verdicts.values())
+    assert result.recomputed == 0

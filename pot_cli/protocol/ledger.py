@@ -33,12 +33,13 @@ Money rules
   attack, and the miner can top its stake up with :meth:`Ledger.stake` to be admitted again.
   Which verdict codes map to which penalty is the round's business (see ``block.py``); the
   ledger applies the explicit list it is given.
-* **Soundness (left to the soundness issue).** With catch probability ``p`` per submission and
-  reward ``r``, a cheat gains ``r`` with probability ``1 - p`` and loses ``S`` with probability
-  ``p``, so ``S >= r * (1 - p) / p`` makes every cheat a loss in expectation. With
-  ``forgery_slash == min_miner_stake`` one caught forgery costs a whole minimum stake; the
-  bound on ``p`` (and the probation of new identities, ``probation_rounds``: more re-computes,
-  less weight) is checked where ``p`` is chosen, not here.
+* **Soundness.** With catch probability ``p`` per submission and reward ``r``, a cheat gains
+  ``r`` with probability ``1 - p`` and loses ``S`` with probability ``p``, so
+  ``S >= r * (1 - p) / p`` makes every cheat a loss in expectation: the genesis refuses a slash
+  below that floor (``genesis.deterrence_floor``, with ``r`` the whole miners' pool). New
+  identities are on probation (:meth:`Ledger.on_probation`): until ``probation_rounds`` of their
+  submissions were accepted (the ``verified`` counter, which only accepted work raises) every
+  submission of theirs is re-computed.
 
 A round is planned with :meth:`Ledger.plan_round` (pure: no mutation) into a
 :class:`RoundPayout` — the integer amounts a block carries — and applied with

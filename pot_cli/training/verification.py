@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from pot_cli.crypto import sha256_hex
+from pot_cli.crypto import sha256, sha256_hex
 from pot_cli.training.aggregation import sort_rows
 from pot_cli.training.assignment import assign_batch, select_spot_checks, spot_check_seed
 from pot_cli.training.codec import (
@@ -76,6 +76,13 @@ class VerificationPolicy:
     # validators (float reductions differ in the last bits across threads and CPUs) leads both
     # to the same re-compute instead of to different verdicts (see protocol/derive.py).
     flag_band: float = 1e-3
+    # Suspicion: a submission whose norm or direction lies ``z`` robust deviations (median
+    # absolute deviations x 1.4826) away from the round's is re-computed with probability
+    # rising linearly from 0 at ``suspicion_start`` to 1 at ``suspicion_full``, besides the
+    # random sample: a forgery that stays statistically unremarkable is bounded in what it can
+    # do to the model, and one that is not is re-computed (ARCHITECTURE.md: "Soundness").
+    suspicion_start: float = 2.5
+    suspicion_full: float = 5.0
     topk_support_energy: float = 0.8
     # The validator's own way of computing (threads, device); the precision of a recompute is
     # always the one the submission declares.
@@ -88,6 +95,8 @@ class VerificationPolicy:
             raise TrainingError(f"tolerance must be positive, got {self.tolerance}")
         if not 0.0 <= self.flag_band < 0.1:
             raise TrainingError(f"flag band must be in [0, 0.1), got {self.flag_band}")
+        if not 0.0 < self.suspicion_start < self.suspicion_full:
+            raise TrainingError("suspicion thresholds must satisfy 0 < start < full")
 
     def tolerance_for(self, task: Task) -> float:
         return self.tolerance if self.tolerance is not None else task.spot_check_tolerance
@@ -122,7 +131,11 @@ class RoundContext:
     always_check: frozenset[str] = frozenset()
 
 
-FLAG_CHECKS = ("norm", "direction", "copy")  # the statistics flags, in the order tested
+# the statistics flags, in the order tested
+FLAG_CHECKS = ("norm", "direction", "copy", "suspicion")
+# robust scales never below these (a round of near-identical gradients has a MAD near 0)
+MIN_COSINE_SCALE = 0.02
+MIN_LOG_NORM_SCALE = 0.05
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,8 @@ class Statistics:
     norm_ratio: float  # its norm / the round's median norm
     cosine: float  # with the others' coordinate-wise median (1.0 with fewer than 3)
     copy_cosine: float  # highest with another submission, this round or earlier (-1.0: none)
+    # the suspicion draw: re-compute probability minus this miner's uniform draw (>= 0: drawn)
+    suspicion: float = -1.0
 
     def distances(self, policy: VerificationPolicy) -> dict[str, float]:
         """How far past its threshold each statistic lies (> 0: flagged, < 0: clear), on
@@ -140,6 +155,7 @@ class Statistics:
             "norm": abs(math.log(max(self.norm_ratio, 1e-300))) - math.log(policy.norm_factor),
             "direction": policy.min_cosine - self.cosine,
             "copy": self.copy_cosine - policy.copy_cosine,
+            "suspicion": self.suspicion,
         }
 
 
@@ -284,6 +300,44 @@ def _leave_one_out_cosines(vecs: list[torch.Tensor], norms: list[float]) -> list
     return out
 
 
+def _uniform(seed: bytes, address: str, purpose: str) -> float:
+    """A uniform draw in [0, 1) for one miner, from the round's spot-check seed."""
+    digest = sha256(seed + f"/{purpose}/{address}".encode())
+    return int.from_bytes(digest[:8], "little") / 2**64
+
+
+def _robust_scale(values: list[float], center: float, floor: float) -> float:
+    deviations = sorted(abs(v - center) for v in values)
+    return max(1.4826 * _median(deviations), floor)
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    k = len(v) // 2
+    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2.0
+
+
+def _suspicion(
+    stats: dict[str, Statistics], policy: VerificationPolicy
+) -> dict[str, tuple[float, float]]:
+    """Per miner: (robust deviation score, re-compute probability). The score is the larger
+    of the norm's (|log ratio to the median| in robust deviations) and the direction's (how
+    far below the round's median cosine, in robust deviations)."""
+    if not stats:
+        return {}
+    logs = {a: math.log(max(st.norm_ratio, 1e-300)) for a, st in stats.items()}
+    cos = {a: st.cosine for a, st in stats.items()}
+    log_scale = _robust_scale(list(logs.values()), 0.0, MIN_LOG_NORM_SCALE)
+    med_cos = _median(list(cos.values()))
+    cos_scale = _robust_scale(list(cos.values()), med_cos, MIN_COSINE_SCALE)
+    out: dict[str, tuple[float, float]] = {}
+    span = policy.suspicion_full - policy.suspicion_start
+    for a in stats:
+        score = max(abs(logs[a]) / log_scale, (med_cos - cos[a]) / cos_scale)
+        out[a] = (score, min(max((score - policy.suspicion_start) / span, 0.0), 1.0))
+    return out
+
+
 def _no_clock() -> float:
     return 0.0
 
@@ -388,6 +442,14 @@ def verify_round(
             stats[a] = Statistics(
                 n / median_norm, cosines[i], max(others + prev_best[i : i + 1] + [-1.0])
             )
+        for a, (score, chance) in _suspicion(stats, policy).items():
+            draw = chance - _uniform(seed, a, "suspicion")
+            stats[a] = replace(stats[a], suspicion=draw)
+            if draw >= 0.0:
+                flags[a].append(
+                    f"suspicion: {score:.1f} robust deviations from the round "
+                    f"(re-computed with probability {chance:.2f})"
+                )
 
     rate = 1.0 if ctx.full_check else policy.spot_check_rate
     sample = set(select_spot_checks(seed, addresses, rate)) | (ctx.always_check & set(addresses))
