@@ -687,7 +687,9 @@ class NetworkSimulation:
             noise = torch.randn(flat.shape, generator=gen, dtype=torch.float64)
             unit = flat / flat.norm()
             noise -= (noise @ unit) * unit
-            d = self.rng.uniform(-3.0, 1.0)
+            # drawn from the run, height and miner (not the event stream), so that a round's
+            # work computed twice is the same submission
+            d = random.Random(f"{self.nc.seed}/{info.height}/{b}").uniform(-3.0, 1.0)
             c = self.policy.copy_cosine + d * self.policy.flag_band
             rotated = flat.norm() * (c * unit + (1.0 - c * c) ** 0.5 * noise / noise.norm())
             self.aims[(info.height, miner.address)] = d
