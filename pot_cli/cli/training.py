@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from pot_cli.cli.context import get_state
-from pot_cli.cli.output import err_console, print_kv, print_table, save_result
+from pot_cli.cli.output import (
+    err_console,
+    note,
+    parse_kinds,
+    print_kv,
+    print_table,
+    save_result,
+)
 from pot_cli.errors import UsageError
 from pot_cli.paths import bench_result_path
 
@@ -20,6 +27,68 @@ def _targets(report: dict[str, Any]) -> None:
     ]
     if rows:
         print_table("Targets", ["target", "measured", "status"], rows)
+
+
+def _economics_tables(report: dict[str, Any]) -> None:
+    conf, rows = report["config"], report["rows"]
+    print_table(
+        f"Economics: {conf['task']}, {conf['miners']} miners ({conf['byzantine_slots']} "
+        f"playing the attack), {conf['rounds']} rounds, seeds {','.join(conf['seeds'])}; "
+        f"stake {conf['stake'] / 10 ** conf['decimals']:g} POT, slash "
+        f"{conf['slash'] / 10 ** conf['decimals']:g} POT, probation "
+        f"{conf['probation_rounds']}, spot-check {conf['spot_check_rate']:g}",
+        ["kind", "ids", "sent", "accepted", "rejected", "slashed", "quality"],
+        [
+            [
+                r["kind"],
+                r["identities"],
+                r["submissions"],
+                r["accepted"],
+                r["rejected"],
+                r["slashed"],
+                r["quality_ratio"],
+            ]
+            for r in rows
+        ],
+        caption="ids: identities used (an ejected or under-staked attacker re-enters under a "
+        "new one). quality: the run's final metric / centralized (honest: the all-honest run).",
+    )
+    unit = 10 ** conf["decimals"]
+    print_table(
+        "Earnings (POT)",
+        ["kind", "rewards", "lost", "net", "net/round"],
+        [
+            [
+                r["kind"],
+                r["rewards"] / unit,
+                (r["slashed_amount"] + r["penalty_amount"]) / unit,
+                r["net"] / unit,
+                r["net_per_round"] / unit,
+            ]
+            for r in rows
+        ],
+        caption=f"1 POT = {unit:,} base units (the JSON's). lost: slashes and malformed "
+        "penalties. net/round: net per slot per round. An honest miner of the all-honest run "
+        f"earns {report['honest_reference_net_per_round'] / unit:.3f} POT per round. "
+        "Deterrence floor of the genesis (least slash: S >= r (1 - p) / p, r the whole "
+        f"miners' pool, p = {conf['spot_check_rate']:g}): "
+        f"{conf['deterrence_floor'] / unit:,.3f} POT.",
+    )
+    paying = report["paying_attacks"]
+    note(
+        f"attacks whose forged submissions earn more than they lose: "
+        f"{', '.join(paying) if paying else 'none'}. "
+        f"rounds whose beacon fell back to a full check: {report['full_check_rounds']}. "
+        f"total {report['total_seconds']:.1f} s."
+    )
+    _targets(
+        {
+            "targets": [
+                {**t, "name": t["name"] + (f" (worst: {t['worst']})" if "worst" in t else "")}
+                for t in report["targets"].values()
+            ]
+        }
+    )
 
 
 def register(bench_app: typer.Typer) -> None:
@@ -214,6 +283,81 @@ def register(bench_app: typer.Typer) -> None:
             )
             _targets(report)
         path = bench_result_path(get_state(ctx).home, f"quality-{t.name}", out)
+        save_result(path, report, as_json=as_json)
+
+    @bench_app.command("economics")
+    def economics(
+        ctx: typer.Context,
+        task: Annotated[str, typer.Option(help="Task name (see configs/tasks/).")] = "digits",
+        miners: Annotated[int, typer.Option(min=2, max=256, help="Miner slots per run.")] = 8,
+        rounds: Annotated[
+            int | None, typer.Option(min=1, help="Rounds per run (default: the task's).")
+        ] = None,
+        byzantine: Annotated[
+            float, typer.Option(min=0.0, max=0.9, help="Fraction of slots playing the attack.")
+        ] = 0.25,
+        attack: Annotated[
+            str, typer.Option(help="Attacks, comma-separated, or 'all' (one run each).")
+        ] = "all",
+        seeds: Annotated[
+            str, typer.Option(help="Seeds, comma-separated (every run once per seed, pooled).")
+        ] = "0",
+        stake: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                help="Minimum (and every identity's) stake [default: 10 POT, or the genesis' "
+                "deterrence floor at the spot-check rate when higher].",
+            ),
+        ] = None,
+        slash: Annotated[
+            int | None, typer.Option(min=0, help="Forgery slash [default: the stake].")
+        ] = None,
+        probation_rounds: Annotated[
+            int | None, typer.Option(min=0, help="Accepted rounds a new identity is on probation.")
+        ] = None,
+        spot_check_rate: Annotated[
+            float | None,
+            typer.Option(min=0.0001, max=1.0, help="Fraction of submissions re-computed."),
+        ] = None,
+        threads: Annotated[
+            int, typer.Option(min=1, help="torch intra-op threads (1: steady on a busy machine).")
+        ] = 1,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON instead of tables.")
+        ] = False,
+        out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    ) -> None:
+        """Many rounds of the real protocol per attack: quality, rewards, slashes and net
+        earnings per round of every kind of miner, with sybil re-entry of ejected attackers."""
+        from pot_cli.sim import economics as econ
+        from pot_cli.training.gradients import torch_threads
+        from pot_cli.training.tasks import load_task
+
+        t = load_task(task)
+        seed_list = tuple(x.strip() for x in seeds.split(","))
+        cfg = econ.EconomicsConfig(
+            task=t,
+            rounds=rounds or t.bench_rounds,
+            miners=miners,
+            byzantine_fraction=byzantine,
+            attacks=parse_kinds(attack, econ.ECONOMICS_ATTACKS, "--attack"),
+            seeds=seed_list,
+            stake=stake,
+            slash=slash,
+            probation_rounds=econ.DEFAULT_PROBATION_ROUNDS
+            if probation_rounds is None
+            else probation_rounds,
+            spot_check_rate=econ.DEFAULT_SPOT_CHECK_RATE
+            if spot_check_rate is None
+            else spot_check_rate,
+        )
+        with torch_threads(threads):
+            report = econ.economics_bench(cfg, progress=lambda m: err_console.print(m))
+        report["config"]["torch_threads"] = threads
+        if not as_json:
+            _economics_tables(report)
+        path = bench_result_path(get_state(ctx).home, f"economics-{t.name}", out)
         save_result(path, report, as_json=as_json)
 
     @bench_app.command("honest")

@@ -46,12 +46,14 @@ REJECT_CODES: Mapping[str, str] = {
     "oversize": "the payload is larger than the limit (penalised as malformed)",
     "malformed": "the payload does not decode, or has the wrong schema or shapes (penalised)",
     "non-finite": "the payload holds NaN or infinite values (penalised as malformed)",
-    "zero": "the gradient is all zeros or claims zero samples",
+    "zero": "the gradient is all zeros: a signed claim of work not done (penalised as malformed)",
     "recompute-mismatch": "a spot-check re-compute is outside the tolerance: a proven forgery",
     "copy": "the payload copies another miner's work instead of its own batch: a forgery",
 }
 FORGERY_CODES = frozenset({"recompute-mismatch", "copy"})
-MALFORMED_CODES = frozenset({"oversize", "malformed", "non-finite"})
+# rejected and penalised ``malformed_penalty`` (no ejection): signed submissions that cannot be
+# used, an all-zero one included (a free rider would otherwise keep one identity at no cost)
+MALFORMED_CODES = frozenset({"oversize", "malformed", "non-finite", "zero"})
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")
