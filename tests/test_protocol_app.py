@@ -24,7 +24,7 @@ from pot_cli.consensus.wal import MemoryWal
 from pot_cli.crypto import Identity, sha256
 from pot_cli.errors import PotError
 from pot_cli.protocol.app import ChainError, PotApp, RoundInfo, parse_proposal
-from pot_cli.protocol.beacon import onion_commit
+from pot_cli.protocol.beacon import BeaconMessage, Onion, make_reveal, onion_commit
 from pot_cli.protocol.block import GENESIS_PREV, Block, Verdict, block_hash, parse_block
 from pot_cli.protocol.commitments import sign_commitment
 from pot_cli.protocol.derive import (
@@ -984,3 +984,86 @@ def test_e_a_full_check_round_re_computes_every_submission(round1: list[Work]) -
     revealed = propose_revealed(make_app(0, policy=quiet), round1)
     verdicts = {s.miner: s.verdict for s in parse_block(revealed["block"]).submissions}
     assert verdicts[LAZY] == verdicts[SIGN_FLIP] == Verdict.accepted()  # rate 0: unsampled
+
+
+def test_e_the_set_and_its_late_marks_are_fixed_before_anyone_reveals(round1: list[Work]) -> None:
+    """A forger that sends its commitment but holds its payload back cannot wait for the draw:
+    the primary announces only once the payloads are in or the fetch deadline has passed,
+    with the late marks inside the digest every reveal signs; a backup reveals only once it
+    holds every payload the block will judge (it fetches what it lacks)."""
+    w = next(w for w in round1 if w.miner.address == LAZY)
+    primary = make_app(0, reveal_grace=10**6, fetch_grace=20)
+    assert not refusals(submit_all(primary, round1, 1, skip=[LAZY]))
+    submit(primary, w, 1, with_payload=False)
+    assert primary.has_pending(1, ROUND_TIME)
+    assert primary.propose(1, ROUND_TIME) is None
+    assert beacon_messages(primary) == []  # no announcement while a payload may still come
+    assert primary.propose(1, ROUND_TIME + 20) is None  # the fetch deadline: LAZY is late
+    (announcement,) = beacon_messages(primary)
+    assert announcement["late"] == [LAZY]
+    # a backup holding everything reveals; the late mark is in what it signs
+    b = backup(1, round1, skip=[LAZY])
+    submit(b, w, 1, with_payload=False)
+    assert b.beacon_message(announcement, ROUND_TIME + 20, primary=0)
+    assert len(beacon_messages(b)) == 1
+    # a backup missing an accepted-candidate payload fetches it before it reveals
+    victim = next(x for x in round1 if x.miner.address == HONEST[0])
+    c = backup(2, round1, skip=[LAZY, HONEST[0]])
+    submit(c, w, 1, with_payload=False)
+    submit(c, victim, ROUND_TIME - GRACE + 1, with_payload=False)
+    assert c.beacon_message(announcement, ROUND_TIME + 20, primary=0)
+    actions = c.take_actions()
+    assert FetchPayload(victim.payload_hash, HONEST[0]) in actions
+    assert not [a for a in actions if isinstance(a, BroadcastBeacon)]
+    assert c.provide(HONEST[0], victim.miner.public_key, victim.payload, ROUND_TIME + 21)
+    (reveal,) = beacon_messages(c)
+    assert reveal["digest"] == announcement["digest"]
+
+
+def test_e_a_validly_signed_wrong_layer_silences_its_sender_for_the_round(
+    round1: list[Work],
+) -> None:
+    primary = make_app(0, reveal_grace=10**6)
+    assert not refusals(submit_all(primary, round1, 1))
+    assert primary.propose(1, ROUND_TIME) is None
+    (announcement,) = beacon_messages(primary)
+    b = backup(1, round1)
+    assert b.beacon_message(announcement, ROUND_TIME, primary=0)
+    (good,) = beacon_messages(b)
+    # junk in validator 1's name (a bad signature) marks nobody
+    junk = dict(good, signature="11" * 64)
+    assert not primary.beacon_message(junk, ROUND_TIME, primary=0)
+    # validator 1 signing a wrong layer costs a hash chain once, then it is ignored
+    wrong = make_reveal(
+        VALIDATORS[1], 1, Onion(b"\x00" * 32, BEACON_ROUNDS), CHAIN, 1, good["digest"]
+    )
+    assert not primary.beacon_message(BeaconMessage(wrong).to_dict(), ROUND_TIME, primary=0)
+    assert not primary.beacon_message(good, ROUND_TIME, primary=0)
+
+
+def test_e_past_the_onion_every_round_is_a_full_check(round1: list[Work]) -> None:
+    """A chain whose beacon commits are used up keeps going, every round re-computed in full
+    (until new commits: a later change of the genesis)."""
+    short = parse_genesis(
+        {
+            **GENESIS.to_dict(),
+            "beacon_rounds": 1,
+            "validators": [
+                {
+                    "name": f"v{i}",
+                    "public_key": v.public_key.hex(),
+                    "beacon_commit": onion_commit(v, CHAIN, 1),
+                }
+                for i, v in enumerate(VALIDATORS)
+            ],
+        }
+    )
+    app = PotApp(
+        short, identity=VALIDATORS[0], round_time=ROUND_TIME, policy=POLICY, reveal_grace=0
+    )
+    app.tick(0)
+    app.execute(1, None)  # height 1 (a null block), the last one the onion serves
+    app.tick(ROUND_TIME + 1)
+    assert app.propose(2, 2 * ROUND_TIME + 1) is not None
+    proposal = app.propose(2, 2 * ROUND_TIME + 1)
+    assert proposal["reveals"] == [None, None, None, None]

@@ -131,6 +131,7 @@ from pot_cli.protocol.ledger import Ledger, RoundPayout
 from pot_cli.protocol.round import (
     Action,
     BroadcastBeacon,
+    FetchPayload,
     PayloadFetched,
     RoundMachine,
     RoundParams,
@@ -195,7 +196,12 @@ def parse_proposal(obj: Any, validators: int = 1 << 10) -> Proposal:
     raw = obj["reveals"]
     if not isinstance(raw, list) or not 1 <= len(raw) <= validators:
         raise BlockError(f"proposal.reveals: expected a list of at most {validators} entries")
-    digest = frozen_digest(block_pairs(block))
+    late = [
+        s.miner
+        for s in block.submissions
+        if s.verdict.kind == "rejected" and s.verdict.code == "late"
+    ]
+    digest = frozen_digest(block_pairs(block), late)
     try:
         reveals = tuple(parse_reveal(r, i, block.height, digest) for i, r in enumerate(raw))
     except BeaconError as exc:
@@ -220,7 +226,11 @@ class _Intake:
     # the sets primaries announced, the reveals received per set, and when this validator
     # announced its own set as the primary
     revealed: str | None = None
-    offers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    offers: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    fetching: set[tuple[str, str]] = field(default_factory=set)  # asked for an offer
+    rejected_from: set[int] = field(default_factory=set)  # sent an invalid reveal: ignored
     reveals: dict[str, dict[int, Reveal]] = field(default_factory=dict)
     announced_at: int | None = None
 
@@ -506,23 +516,33 @@ class PotApp:
         if rv.height != r.height or (msg.frozen is not None and rv.validator != primary):
             return False
         known = r.reveals.get(rv.digest, {})
-        if rv.validator in known:
+        if rv.validator in known or rv.validator in r.rejected_from:
             return False
-        if rv.digest not in r.reveals and len(r.reveals) >= 2 * n:
-            return False  # bounded: a Byzantine validator cannot grow this without end
+        # bounded per sender: an honest validator reveals for one set per height (two digests
+        # leave room for a view change), so one Byzantine validator cannot crowd others out
+        mine = sum(1 for d in r.reveals.values() if rv.validator in d)
+        if mine >= 2 or (rv.digest not in r.reveals and len(r.reveals) >= 2 * n):
+            return False
         v = self.genesis.validators[rv.validator]
-        if check_reveal(
+        problem = check_reveal(
             v.public_key,
             v.beacon_commit,
             self.genesis.beacon_rounds,
             self.genesis.chain_id,
             rv,
             self._reveal_check,
-        ):
+        )
+        if problem:
+            # the signature is checked first (anyone can send junk in a validator's name: that
+            # costs one signature check and marks nobody); a validly signed wrong layer costs
+            # up to `height` hashes to find out, so it is accepted once per validator and
+            # height, and that validator's beacon messages are dropped for the round
+            if "onion" in problem:
+                r.rejected_from.add(rv.validator)
             return False
         r.reveals.setdefault(rv.digest, {})[rv.validator] = rv
         if msg.frozen is not None and len(r.offers) < n:
-            r.offers.setdefault(rv.digest, msg.frozen)
+            r.offers.setdefault(rv.digest, (msg.frozen, msg.late))
         self._maybe_reveal(r, now)
         return True
 
@@ -541,13 +561,21 @@ class PotApp:
         per height, whatever the view)."""
         if self._onion is None or r.revealed is not None or not r.offers:
             return
-        if now < r.deadline - self.censor_grace:
+        if now < r.deadline - self.censor_grace or r.height > self.genesis.beacon_rounds:
             return
-        for digest, pairs in r.offers.items():
-            if not self._censored(r, dict(pairs), frozenset()):
-                own = self._own_reveal(r, digest)
-                self._queued.append(BroadcastBeacon(BeaconMessage(own)))
-                return
+        for digest, (pairs, late) in r.offers.items():
+            if self._censored(r, dict(pairs), frozenset(late)):
+                continue
+            absent = [(a, h) for a, h in pairs if a not in late and self.payload(h) is None]
+            if absent:  # reveal only once every payload the block will judge is here
+                for miner, payload_hash in absent:
+                    if (miner, payload_hash) not in r.fetching:
+                        r.fetching.add((miner, payload_hash))
+                        self._queued.append(FetchPayload(payload_hash, miner))
+                continue
+            own = self._own_reveal(r, digest)
+            self._queued.append(BroadcastBeacon(BeaconMessage(own)))
+            return
 
     def _register_key(self, miner: str, public_key: bytes) -> str | None:
         """Register a miner's key; a refusal reason when it cannot be."""
@@ -661,7 +689,11 @@ class PotApp:
         return self._keys.get(miner)
 
     def _wanted(self) -> set[str]:
-        return {h for pairs in self._missing.values() for _, h in pairs}
+        wanted = {h for pairs in self._missing.values() for _, h in pairs}
+        r = self._round
+        if r is not None:
+            wanted |= {h for _, h in r.fetching}
+        return wanted
 
     def missing(self) -> tuple[tuple[str, str], ...]:
         """(miner, payload hash) a pending proposal lacks (its bytes, or the miner's key): the
@@ -686,6 +718,8 @@ class PotApp:
                 wanted = wanted or digest in frozen
             if wanted and digest not in self._payloads:
                 new = self._store(digest, payload, self.state.height + 1) or new
+            if r is not None and now is not None and r.height == self.state.height + 1:
+                self._maybe_reveal(r, now)
         if new and self._missing:
             self._resume = True
         return new
@@ -704,25 +738,26 @@ class PotApp:
             return self._proposal[1]
         r = self._intake(now)
         m = r.machine
-        if m.frozen is None:
+        # the set and its late marks are final once every payload is in or the fetch
+        # deadline has passed: only then is it announced (a miner that learnt the draw cannot
+        # then withhold its payload to dodge a slash)
+        if m.frozen is None or m.phase not in ("verifying", "verified"):
             return None
         subs = tuple(
             FrozenSubmission(c.miner, c.payload_hash, c.commitment_sig) for c in m.commitments
         )
+        late = frozenset(a for a, code in m.refused.items() if code == "late")
         pairs = tuple(sorted((s.miner, s.payload_hash) for s in subs))
-        digest = frozen_digest(pairs)
-        if r.revealed is None:  # announce the set with this validator's own reveal
-            own = self._own_reveal(r, digest)
+        digest = frozen_digest(pairs, late)
+        if r.revealed is None and seq <= self.genesis.beacon_rounds:
+            own = self._own_reveal(r, digest)  # announce the set with this validator's reveal
             r.announced_at = now
-            self._queued.append(BroadcastBeacon(BeaconMessage(own, pairs)))
+            self._queued.append(BroadcastBeacon(BeaconMessage(own, pairs, tuple(sorted(late)))))
         n = len(self.genesis.validators)
         have = r.reveals.get(digest, {}) if r.revealed == digest else {}
         waiting = r.announced_at is not None and now < r.announced_at + self.reveal_grace
         if len(have) < n and waiting:
             return None  # the other validators' reveals may still come
-        if m.phase not in ("verifying", "verified"):
-            return None
-        late = frozenset(a for a, code in m.refused.items() if code == "late")
         payloads = {
             s.payload_hash: self._payloads[s.payload_hash][1]
             for s in subs

@@ -124,9 +124,17 @@ class RevealCheck:
 # ----------------------------------------------------------------------------- reveals
 
 
-def frozen_digest(pairs: Iterable[tuple[str, str]]) -> str:
-    """The digest a reveal is bound to: the frozen (miner, payload hash) pairs, sorted."""
-    return hash_object_hex({"frozen": sorted((str(a), str(h)) for a, h in pairs)})
+def frozen_digest(pairs: Iterable[tuple[str, str]], late: Iterable[str] = ()) -> str:
+    """The digest a reveal is bound to: the frozen (miner, payload hash) pairs, sorted, and the
+    miners among them the primary marks ``late`` (payload missing at its fetch deadline). The
+    late set is fixed before anyone reveals, so a miner cannot withhold its payload once it
+    has learnt that it is drawn."""
+    return hash_object_hex(
+        {
+            "frozen": sorted((str(a), str(h)) for a, h in pairs),
+            "late": sorted(str(a) for a in late),
+        }
+    )
 
 
 def _body(digest: str, value: bytes) -> dict[str, str]:
@@ -220,6 +228,7 @@ class BeaconMessage:
 
     reveal: Reveal
     frozen: tuple[tuple[str, str], ...] | None = None
+    late: tuple[str, ...] = ()  # with ``frozen``: the miners marked late
 
     def to_dict(self) -> dict[str, object]:
         r = self.reveal
@@ -230,10 +239,13 @@ class BeaconMessage:
             "reveal": r.value.hex(),
             "signature": r.signature.hex(),
             "frozen": None if self.frozen is None else [list(p) for p in self.frozen],
+            "late": list(self.late),
         }
 
 
-_MESSAGE_KEYS = frozenset({"validator", "height", "digest", "reveal", "signature", "frozen"})
+_MESSAGE_KEYS = frozenset(
+    {"validator", "height", "digest", "reveal", "signature", "frozen", "late"}
+)
 
 
 def _int(value: object, what: str, hi: int) -> int:
@@ -260,8 +272,10 @@ def parse_beacon_message(obj: object, validators: int, max_pairs: int) -> Beacon
         {"reveal": obj["reveal"], "signature": obj["signature"]}, index, height, digest
     )
     assert reveal is not None
-    frozen_obj = obj["frozen"]
+    frozen_obj, late_obj = obj["frozen"], obj["late"]
     if frozen_obj is None:
+        if late_obj != []:
+            raise BeaconError("beacon message.late: only an announcement names late miners")
         return BeaconMessage(reveal)
     if not isinstance(frozen_obj, list) or len(frozen_obj) > max_pairs:
         raise BeaconError(f"beacon message.frozen: expected a list of at most {max_pairs} pairs")
@@ -274,8 +288,15 @@ def parse_beacon_message(obj: object, validators: int, max_pairs: int) -> Beacon
         ):
             raise BeaconError(f"beacon message.frozen[{i}]: expected [miner, payload hash]")
         pairs.append((item[0], item[1]))
-    if pairs != sorted(set(pairs)):
-        raise BeaconError("beacon message.frozen: expected sorted, distinct pairs")
-    if frozen_digest(pairs) != digest:
+    if pairs != sorted(set(pairs)) or len({a for a, _ in pairs}) != len(pairs):
+        raise BeaconError("beacon message.frozen: expected sorted pairs, one per miner")
+    miners = {a for a, _ in pairs}
+    if (
+        not isinstance(late_obj, list)
+        or not all(isinstance(a, str) and a in miners for a in late_obj)
+        or late_obj != sorted(set(late_obj))
+    ):
+        raise BeaconError("beacon message.late: expected sorted, distinct frozen miners")
+    if frozen_digest(pairs, late_obj) != digest:
         raise BeaconError("beacon message.frozen: does not hash to the digest")
-    return BeaconMessage(reveal, tuple(pairs))
+    return BeaconMessage(reveal, tuple(pairs), tuple(late_obj))

@@ -322,7 +322,7 @@ def check_round(
         return
     if len(proof.reveals) != len(g.validators):
         raise DeriveError(f"expected {len(g.validators)} reveals, got {len(proof.reveals)}")
-    digest = frozen_digest(inputs.frozen_pairs)
+    digest = frozen_digest(inputs.frozen_pairs, inputs.late)
     for i, r in enumerate(proof.reveals):
         if r is None:
             continue
