@@ -639,6 +639,21 @@ def test_reconcile_rules() -> None:
     at_copy = Statistics(1.0, 0.5, POLICY.copy_cosine - POLICY.flag_band / 2)
     assert reconcile(rules, {a: judged(slashed(far), far, at_copy)}, [record(slashed(far, "copy"))])
 
+    # topk: the support-energy floor is a float comparison with its own band
+    floor = POLICY.topk_support_energy
+    low = block_verdict(
+        CheckVerdict(a, False, "spot-check", "x", (), True, tol / 10, support_energy=floor * 0.999),
+        tol,
+    )
+    assert dict(low.evidence or ())["support_ppm"] == round(floor * 0.999 * PPM)
+    just_above = Judged(ok, True, tol / 10, True, clear, floor * 1.001)
+    assert reconcile(rules, {a: just_above}, [record(low)])[a].kind == "slashed"
+    far_above = Judged(ok, True, tol / 10, True, clear, floor * 1.2)
+    with pytest.raises(PotError):
+        reconcile(rules, {a: far_above}, [record(low)])
+    just_below = Judged(low, True, tol / 10, True, clear, floor * 0.999)
+    assert reconcile(rules, {a: just_below}, [record(ok)])[a] == ok
+
     # a slash this validator did not re-compute is re-computed on demand, never taken on trust
     calls: list[str] = []
 

@@ -195,6 +195,7 @@ class Judged:
     rel_error: float | None = None
     sampled: bool = False
     statistics: Statistics | None = None
+    support_energy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -250,14 +251,14 @@ def block_verdict(v: CheckVerdict, tolerance: float) -> Verdict:
         return Verdict.rejected(v.check)
     code = "copy" if v.check == "copy" else "recompute-mismatch"
     error = v.rel_error if v.rel_error is not None else math.inf
-    return Verdict.slashed(
-        code,
-        {
-            "check": v.check,
-            "rel_error_ppm": to_ppm(error),
-            "tolerance_ppm": to_ppm(tolerance),
-        },
-    )
+    evidence: dict[str, int | str] = {
+        "check": v.check,
+        "rel_error_ppm": to_ppm(error),
+        "tolerance_ppm": to_ppm(tolerance),
+    }
+    if v.support_energy is not None:  # topk: the energy the sent coordinates carry
+        evidence["support_ppm"] = to_ppm(v.support_energy)
+    return Verdict.slashed(code, evidence)
 
 
 # --------------------------------------------------------------------------------- checks
@@ -360,7 +361,14 @@ def round_context(rules: RoundRules, state: ChainState, inputs: RoundInputs) -> 
 
 
 def _judged(v: CheckVerdict, tolerance: float) -> Judged:
-    return Judged(block_verdict(v, tolerance), v.spot_checked, v.rel_error, v.sampled, v.statistics)
+    return Judged(
+        block_verdict(v, tolerance),
+        v.spot_checked,
+        v.rel_error,
+        v.sampled,
+        v.statistics,
+        v.support_energy,
+    )
 
 
 def judge_round(
@@ -400,6 +408,7 @@ def recheck_judged(
         rel_error=res.rel_error,
         sampled=own.sampled,
         statistics=own.statistics,
+        support_energy=res.support_energy,
     )
     return _judged(v, rules.tolerance)
 
@@ -498,13 +507,31 @@ def reconcile(
                     continue
         kinds = {p.kind, mine.kind}
         if kinds == {"accepted", "slashed"} and j.spot_checked and j.rel_error is not None:
-            p_err = pe.get("rel_error_ppm")
+            p_err, p_sup = pe.get("rel_error_ppm"), pe.get("support_ppm")
             if _near(j.rel_error, tol, width) and (
                 p.kind == "accepted"
                 or (
                     p.code == "recompute-mismatch"
                     and isinstance(p_err, int)
                     and _near(p_err / PPM, tol, width + 1.0 / PPM)
+                )
+            ):
+                final[r.miner] = p
+                continue
+            # topk: the support-energy threshold is a float comparison too, with its band
+            energy, floor = j.support_energy, rules.policy.topk_support_energy
+            e_width = rules.band * floor
+            if (
+                energy is not None
+                and j.rel_error <= tol + width
+                and _near(energy, floor, e_width)
+                and (
+                    p.kind == "accepted"
+                    or (
+                        p.code == "recompute-mismatch"
+                        and isinstance(p_sup, int)
+                        and _near(p_sup / PPM, floor, e_width + 1.0 / PPM)
+                    )
                 )
             ):
                 final[r.miner] = p

@@ -170,6 +170,7 @@ class Verdict:
     rel_error: float | None = None
     sampled: bool = False  # in the round's random spot-check sample
     statistics: Statistics | None = None  # None: refused before the statistics step
+    support_energy: float | None = None  # topk: the re-compute's energy on the sent support
 
 
 @dataclass
@@ -485,14 +486,18 @@ def verify_round(
         res = results[a]
         if res.passed:
             note = "flag cleared by recompute" if fl else "spot check passed"
-            verdicts[a] = Verdict(a, True, "ok", note, fl, True, res.rel_error, sampled, st)
+            verdicts[a] = Verdict(
+                a, True, "ok", note, fl, True, res.rel_error, sampled, st, res.support_energy
+            )
             accepted[a] = d.vector
         else:
             check = fl[0].split(":", 1)[0] if fl else "spot-check"
             reason = res.describe(policy.tolerance_for(task))
             if fl:
                 reason = f"{'; '.join(fl)}; {reason}"
-            verdicts[a] = Verdict(a, False, check, reason, fl, True, res.rel_error, sampled, st)
+            verdicts[a] = Verdict(
+                a, False, check, reason, fl, True, res.rel_error, sampled, st, res.support_energy
+            )
     return RoundVerification(
         verdicts=verdicts,
         accepted=accepted,
