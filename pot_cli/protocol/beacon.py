@@ -12,25 +12,30 @@ preimage of SHA-256).
 
 The round (``protocol/app.py`` carries it out):
 
-1. at its deadline the primary freezes the set and **announces** it: the (miner, payload hash)
-   pairs and its own reveal, signed over the pairs' digest (:func:`make_reveal`);
-2. a backup reveals (signed over that digest) only once its own censorship window has passed
-   and the announced set keeps every submission it held by then, and for **one** set per
-   height, whatever the view;
+1. once the set is frozen and its fetch phase is over (every payload in, or the fetch deadline
+   passed and the missing ones marked ``late``), the primary **announces** it: the (miner,
+   payload hash) pairs, the late miners, and its own reveal signed over their digest
+   (:func:`frozen_digest`, :func:`make_reveal`);
+2. a backup reveals (signed over that digest) only once its own censorship window has passed,
+   the announced set keeps every submission it held by then, and it holds every payload the
+   block will judge (it fetches what it lacks first); for **one** set per height, whatever
+   the view;
 3. the primary proposes with the reveals it has: with all ``n`` the beacon is
    :func:`beacon_value` of them and the spot-check sample follows from it; with any missing
-   the round **falls back to re-computing every submission** (``full_check``).
+   the round **falls back to re-computing every submission** (``full_check``), as it does
+   past the onion's last layer.
 
-Why the sample cannot be steered: honest reveals exist only after the set is fixed, and only for
-that set, so neither a miner nor the primary knows the beacon while either can still change the
-set; the sample draws each miner independently (``training.assignment.select_spot_checks``), so
+Why the sample cannot be steered: honest reveals exist only after the set and its late marks
+are fixed and its payloads are with the revealers, and only for that set, so neither a miner
+nor the primary knows the beacon while either can still change the set or withhold a payload;
+the sample draws each miner independently (``training.assignment.select_spot_checks``), so
 adding or dropping other submissions never changes whether one miner is drawn; withholding a
 reveal only turns the round into a full check, which never helps a forger. The remaining
 bias: none on who is drawn; a Byzantine primary (or one withheld reveal) can only make a round
-cost a full re-compute. Limits: a chain runs ``beacon_rounds`` heights before its validators
-need new commits, and a validator that loses its memory of which set it revealed for (a crash
-without persistence) could reveal twice (only useful to an adversary if every honest validator
-did so for the same height).
+cost a full re-compute. Limits: past ``beacon_rounds`` heights every round is a full check
+until the validators publish new commits, and a validator that loses its memory of which set
+it revealed for (a crash without persistence) could reveal twice (only useful to an adversary
+if every honest validator did so for the same height).
 
 Pure functions and a memo (:class:`RevealCheck`): no clock, no randomness.
 """
