@@ -36,7 +36,13 @@ from pot_cli.protocol.derive import (
     reconcile,
 )
 from pot_cli.protocol.genesis import Genesis, parse_genesis
-from pot_cli.protocol.round import Action, BroadcastBeacon, FetchPayload, SubmissionRefused
+from pot_cli.protocol.round import (
+    Action,
+    BroadcastBeacon,
+    FetchPayload,
+    RelaySubmission,
+    SubmissionRefused,
+)
 from pot_cli.sim.attacks import ForgeContext, forge
 from pot_cli.training.assignment import assign_batch
 from pot_cli.training.codec import Compression, encode_gradient
@@ -1082,3 +1088,36 @@ def test_e_past_the_onion_every_round_is_a_full_check(round1: list[Work]) -> Non
     assert app.propose(2, 2 * ROUND_TIME + 1) is not None
     proposal = app.propose(2, 2 * ROUND_TIME + 1)
     assert proposal["reveals"] == [None, None, None, None]
+
+
+def test_e_a_kept_submission_is_relayed_so_a_miner_cannot_split_the_validators(
+    round1: list[Work],
+) -> None:
+    """A miner that sends only to a backup: the backup relays the commitment (once), the
+    primary keeps it, fetches the payload at the freeze and the block holds it, so the backup's
+    censorship rule has nothing to refuse."""
+    victim = next(w for w in round1 if w.miner.address == HONEST[0])
+    b = backup(1, round1)  # the only validator the victim reached
+    relays = [a for a in b.submit(
+        victim.miner.address, victim.miner.public_key, victim.payload_hash, victim.sig,
+        victim.payload, 2,
+    ) if isinstance(a, RelaySubmission)]  # fmt: skip
+    assert relays == []  # already kept by backup(): a repeat is not relayed again
+    fresh = make_app(2)
+    (relay,) = [a for a in submit(fresh, victim, 1) if isinstance(a, RelaySubmission)]
+    assert relay.payload_hash == victim.payload_hash and relay.public_key == victim.miner.public_key
+    primary = make_app(0, fetch_grace=10)
+    assert not refusals(submit_all(primary, round1, 1, skip=[HONEST[0]]))
+    assert not refusals(
+        primary.submit(
+            relay.miner, relay.public_key, relay.payload_hash, relay.commitment_sig, None, 1,
+            height=relay.height, model_hash=relay.model_hash,
+        )
+    )  # fmt: skip
+    assert primary.has_pending(1, ROUND_TIME)
+    assert FetchPayload(victim.payload_hash, HONEST[0]) in primary.take_actions()
+    assert primary.provide(HONEST[0], victim.miner.public_key, victim.payload, ROUND_TIME + 1)
+    proposal = primary.propose(1, ROUND_TIME + 1)
+    assert proposal is not None, primary.last_invalid
+    assert HONEST[0] in {s.miner for s in parse_block(proposal["block"]).submissions}
+    assert b.validate(1, proposal, ROUND_TIME) is Validity.VALID, b.last_invalid

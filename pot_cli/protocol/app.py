@@ -133,6 +133,7 @@ from pot_cli.protocol.round import (
     BroadcastBeacon,
     FetchPayload,
     PayloadFetched,
+    RelaySubmission,
     RoundMachine,
     RoundParams,
     SubmissionReceived,
@@ -644,8 +645,13 @@ class PotApp:
         last = actions[-1] if actions else None
         refused = isinstance(last, SubmissionRefused) and last.miner == miner
         at = r.machine.now if r.machine.now is not None else now
-        if not refused:
-            r.kept.setdefault(miner, (payload_hash, at))
+        if not refused and miner not in r.kept:
+            r.kept[miner] = (payload_hash, at)
+            actions.append(
+                RelaySubmission(
+                    miner, self._keys[miner], payload_hash, sig, r.height, self.state.model_hash
+                )
+            )
         # bytes are kept for what the machine kept, and for what a pending proposal lacks
         if payload is not None and (not refused or payload_hash in self._wanted()):
             stored = self._store(payload_hash, payload, r.height)

@@ -250,6 +250,20 @@ class BroadcastBeacon:
     message: BeaconMessage
 
 
+@dataclass(frozen=True)
+class RelaySubmission:
+    """A miner's signed commitment this validator has just kept: send it (without the payload,
+    which peers fetch at the freeze if they lack it) to every other validator, so that a miner
+    that reaches only some validators cannot split them on what the round holds."""
+
+    miner: str
+    public_key: bytes
+    payload_hash: str
+    commitment_sig: bytes
+    height: int
+    model_hash: str
+
+
 Action = (
     SubmissionRefused
     | PayloadRefused
@@ -259,6 +273,7 @@ Action = (
     | RoundVerified
     | Committed
     | BroadcastBeacon
+    | RelaySubmission
 )
 
 

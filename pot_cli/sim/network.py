@@ -63,7 +63,12 @@ from pot_cli.protocol.app import PotApp, RoundInfo, parse_proposal
 from pot_cli.protocol.beacon import onion_commit
 from pot_cli.protocol.commitments import sign_commitment
 from pot_cli.protocol.genesis import Genesis, parse_genesis
-from pot_cli.protocol.round import BroadcastBeacon, FetchPayload, SubmissionRefused
+from pot_cli.protocol.round import (
+    BroadcastBeacon,
+    FetchPayload,
+    RelaySubmission,
+    SubmissionRefused,
+)
 from pot_cli.sim.attacks import ATTACKS, ForgeContext, forge
 from pot_cli.training.assignment import assign_batch
 from pot_cli.training.codec import Compression, encode_gradient
@@ -207,7 +212,7 @@ class Submission:
     model_hash: str
     payload_hash: str
     sig: bytes
-    payload: bytes
+    payload: bytes | None  # None: a commitment relayed by a validator (bytes fetched later)
 
 
 class NetworkSimulation:
@@ -223,6 +228,7 @@ class NetworkSimulation:
         )
         ids = [_identity("validator", config.seed, i) for i in range(config.validators)]
         self.miners = [_identity("miner", config.seed, i) for i in range(config.miners)]
+        self.miner_by_address = {m.address: m for m in self.miners}
         ranked = sorted(self.miners, key=lambda m: m.address)
         self.byzantine = {m.address: i for i, m in enumerate(ranked[: config.byzantine])}
         self.honest_miners = {m.address for m in self.miners} - set(self.byzantine)
@@ -506,6 +512,18 @@ class NetworkSimulation:
         for a in actions:
             if isinstance(a, FetchPayload):
                 self._ask(node, a.miner, a.payload_hash)
+            elif isinstance(a, RelaySubmission):
+                sub = Submission(
+                    self.miner_by_address[a.miner],
+                    a.height,
+                    a.model_hash,
+                    a.payload_hash,
+                    a.commitment_sig,
+                    None,
+                )
+                for dst in range(self.nc.validators):
+                    if dst != node.index:
+                        self._route(node.index, dst, "submit", (dst, sub))
             elif isinstance(a, BroadcastBeacon):
                 message = a.message.to_dict()
                 for dst in range(self.nc.validators):
