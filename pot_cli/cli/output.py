@@ -157,3 +157,11 @@ def parse_kinds(text: str, kinds: Sequence[str], option: str) -> tuple[str, ...]
     if not chosen or bad:
         raise UsageError(f"{option}: unknown {bad or text!r}; one of: all, {', '.join(kinds)}")
     return chosen
+
+
+def parse_seeds(text: str, option: str) -> tuple[str, ...]:
+    """Distinct comma-separated seeds for a command option (a :class:`UsageError` otherwise)."""
+    seeds = tuple(x.strip() for x in text.split(","))
+    if not all(seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"{option}: expected distinct comma-separated seeds, got {text!r}")
+    return seeds

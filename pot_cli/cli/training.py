@@ -13,11 +13,11 @@ from pot_cli.cli.output import (
     err_console,
     note,
     parse_kinds,
+    parse_seeds,
     print_kv,
     print_table,
     save_result,
 )
-from pot_cli.errors import UsageError
 from pot_cli.paths import bench_result_path
 
 
@@ -155,6 +155,7 @@ def register(bench_app: typer.Typer) -> None:
         from pot_cli.training.tasks import load_task
         from pot_cli.training.verification import VerificationPolicy
 
+        seeds = parse_seeds(seed, "--seed")
         t = load_task(task)
         cfg = QualityBenchConfig(
             task=t,
@@ -168,13 +169,10 @@ def register(bench_app: typer.Typer) -> None:
                 spot_check_rate=spot_check_rate,
                 tolerance=tolerance,
             ),
-            seed=seed.split(",")[0].strip(),
+            seed=seeds[0],
         )
-        seeds = [x.strip() for x in seed.split(",")]
-        if not all(seeds) or len(set(seeds)) != len(seeds):
-            raise UsageError(f"--seed: expected distinct comma-separated seeds, got {seed!r}")
         with torch_threads(threads):
-            report = quality_bench(cfg, seeds)
+            report = quality_bench(cfg, list(seeds))
         report["config"]["torch_threads"] = threads
         if not as_json:
             c, p, n = report["centralized"], report["pot"], report["plain_mean_no_verification"]
@@ -335,7 +333,7 @@ def register(bench_app: typer.Typer) -> None:
         from pot_cli.training.tasks import load_task
 
         t = load_task(task)
-        seed_list = tuple(x.strip() for x in seeds.split(","))
+        seed_list = parse_seeds(seeds, "--seeds")
         cfg = econ.EconomicsConfig(
             task=t,
             rounds=rounds or t.bench_rounds,

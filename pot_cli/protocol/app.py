@@ -106,6 +106,7 @@ from pot_cli.protocol.block import (
     MAX_SUBMISSIONS,
     Block,
     BlockError,
+    Verdict,
     block_hash,
     parse_block,
 )
@@ -189,6 +190,11 @@ def block_pairs(block: Block) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((s.miner, s.payload_hash) for s in block.submissions))
 
 
+def block_late(block: Block) -> frozenset[str]:
+    """The miners of a block's frozen set whose payload never arrived (``late``)."""
+    return frozenset(s.miner for s in block.submissions if s.verdict == Verdict.rejected("late"))
+
+
 def parse_proposal(obj: Any, validators: int = 1 << 10) -> Proposal:
     """Strictly parse an untrusted proposal; raises :class:`BlockError`."""
     if not isinstance(obj, dict) or set(obj) != {"block", "reveals"}:
@@ -197,12 +203,7 @@ def parse_proposal(obj: Any, validators: int = 1 << 10) -> Proposal:
     raw = obj["reveals"]
     if not isinstance(raw, list) or not 1 <= len(raw) <= validators:
         raise BlockError(f"proposal.reveals: expected a list of at most {validators} entries")
-    late = [
-        s.miner
-        for s in block.submissions
-        if s.verdict.kind == "rejected" and s.verdict.code == "late"
-    ]
-    digest = frozen_digest(block_pairs(block), late)
+    digest = frozen_digest(block_pairs(block), block_late(block))
     try:
         reveals = tuple(parse_reveal(r, i, block.height, digest) for i, r in enumerate(raw))
     except BeaconError as exc:
@@ -868,12 +869,8 @@ class PotApp:
     def _censorship(self, r: _Intake, b: Block) -> str:
         if r.height != b.height:
             return ""
-        late = frozenset(
-            s.miner
-            for s in b.submissions
-            if s.verdict.kind == "rejected" and s.verdict.code == "late"
-        )
-        return self._censored(r, {s.miner: s.payload_hash for s in b.submissions}, late)
+        frozen = {s.miner: s.payload_hash for s in b.submissions}
+        return self._censored(r, frozen, block_late(b))
 
     def _censored(self, r: _Intake, frozen: Mapping[str, str], late: frozenset[str]) -> str:
         """Why a frozen set (miner -> payload hash, ``late`` ones marked) censors a submission
@@ -896,11 +893,7 @@ class PotApp:
 
     def _inputs_for(self, b: Block) -> tuple[RoundInputs, tuple[tuple[str, str], ...]]:
         """The block's frozen set as derivation inputs, and what is missing for it."""
-        late = frozenset(
-            s.miner
-            for s in b.submissions
-            if s.verdict.kind == "rejected" and s.verdict.code == "late"
-        )
+        late = block_late(b)
         subs = tuple(
             FrozenSubmission(s.miner, s.payload_hash, bytes.fromhex(s.commitment_sig))
             for s in b.submissions

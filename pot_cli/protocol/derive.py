@@ -421,6 +421,24 @@ def _near(a: float, b: float, width: float) -> bool:
     return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= width
 
 
+def _both_on(
+    p: Verdict, mine: float, proposer_ppm: int | str | None, threshold: float, band: float
+) -> bool:
+    """Accepted against ``recompute-mismatch`` on one measured threshold: agreement when our
+    measurement lies within ``band * threshold`` of it and, for a proposed slash, the
+    proposer's recorded one (parts per million) too."""
+    width = band * threshold
+    if not _near(mine, threshold, width):
+        return False
+    if p.kind == "accepted":
+        return True
+    return (
+        p.code == "recompute-mismatch"
+        and isinstance(proposer_ppm, int)
+        and _near(proposer_ppm / PPM, threshold, width + 1.0 / PPM)
+    )
+
+
 def plausible_check(policy: VerificationPolicy, own: Judged, check: object) -> bool:
     """Whether a proposer whose statistics differ from ours by less than the band could have
     named ``check`` as the reason it re-computed: a flag it names lies past its threshold or
@@ -507,36 +525,19 @@ def reconcile(
                     continue
         kinds = {p.kind, mine.kind}
         if kinds == {"accepted", "slashed"} and j.spot_checked and j.rel_error is not None:
-            p_err, p_sup = pe.get("rel_error_ppm"), pe.get("support_ppm")
-            if _near(j.rel_error, tol, width) and (
-                p.kind == "accepted"
-                or (
-                    p.code == "recompute-mismatch"
-                    and isinstance(p_err, int)
-                    and _near(p_err / PPM, tol, width + 1.0 / PPM)
-                )
-            ):
-                final[r.miner] = p
-                continue
-            # topk: the support-energy threshold is a float comparison too, with its band
-            energy, floor = j.support_energy, rules.policy.topk_support_energy
-            e_width = rules.band * floor
-            if (
-                energy is not None
+            floor = rules.policy.topk_support_energy
+            err_in_band = _both_on(p, j.rel_error, pe.get("rel_error_ppm"), tol, rules.band)
+            # topk: the support-energy floor is a float comparison too, with its band
+            energy_in_band = (
+                j.support_energy is not None
                 and j.rel_error <= tol + width
-                and _near(energy, floor, e_width)
-                and (
-                    p.kind == "accepted"
-                    or (
-                        p.code == "recompute-mismatch"
-                        and isinstance(p_sup, int)
-                        and _near(p_sup / PPM, floor, e_width + 1.0 / PPM)
-                    )
-                )
+                and _both_on(p, j.support_energy, pe.get("support_ppm"), floor, rules.band)
+            )
+            if (
+                err_in_band
+                or energy_in_band
+                or (p.kind == "accepted" and deferrable(rules.policy, j))
             ):
-                final[r.miner] = p
-                continue
-            if p.kind == "accepted" and deferrable(rules.policy, j):
                 final[r.miner] = p
                 continue
         raise DeriveError(

@@ -63,13 +63,17 @@ def spot_check_seed(round_seed: bytes, beacon: bytes) -> bytes:
     return hash_object({"domain": "pot/spot-check/v2", "round_seed": round_seed, "beacon": beacon})
 
 
+def uniform_draw(seed: bytes, key: bytes) -> float:
+    """A uniform number in [0, 1) from ``seed`` and ``key`` (SHA-256, the first 8 bytes)."""
+    return int.from_bytes(sha256(seed + key)[:8], "little") / 2**64
+
+
 def select_spot_checks(seed: bytes, addresses: Iterable[str], rate: float) -> list[str]:
     """Addresses chosen for re-computation: each independently with probability ``rate``."""
     if not 0.0 <= rate <= 1.0:
         raise TrainingError(f"spot-check rate must be in [0, 1], got {rate}")
     chosen = []
     for address in sorted(set(addresses)):
-        draw = int.from_bytes(sha256(seed + address.encode())[:8], "little") / 2**64
-        if draw < rate:
+        if uniform_draw(seed, address.encode()) < rate:
             chosen.append(address)
     return chosen

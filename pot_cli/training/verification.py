@@ -34,15 +34,21 @@ digits model, as large as the gap between a fresh gradient and one five rounds s
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from pot_cli.crypto import sha256, sha256_hex
+from pot_cli.crypto import sha256_hex
 from pot_cli.training.aggregation import sort_rows
-from pot_cli.training.assignment import assign_batch, select_spot_checks, spot_check_seed
+from pot_cli.training.assignment import (
+    assign_batch,
+    select_spot_checks,
+    spot_check_seed,
+    uniform_draw,
+)
 from pot_cli.training.codec import (
     Compression,
     DecodedGradient,
@@ -129,6 +135,16 @@ class RoundContext:
     full_check: bool = False
     # Miners whose every submission is re-computed (new identities on probation).
     always_check: frozenset[str] = frozenset()
+
+    def decode(self, payload: bytes) -> DecodedGradient:
+        """A payload decoded for this round (raises :class:`CodecError`)."""
+        return decode_gradient(
+            self.task,
+            payload,
+            expected_model_hash=self.model_hash,
+            expected_height=self.height,
+            expected_compression=self.compression,
+        )
 
 
 # the statistics flags, in the order tested
@@ -264,14 +280,7 @@ def recheck_decoded(
 def recheck(ctx: RoundContext, sub: Submission, policy: VerificationPolicy) -> SpotCheckResult:
     """Re-compute one submission on demand (a backup checking a slash it was not itself led
     to re-compute); raises :class:`CodecError` when the payload does not decode."""
-    d = decode_gradient(
-        ctx.task,
-        sub.payload,
-        expected_model_hash=ctx.model_hash,
-        expected_height=ctx.height,
-        expected_compression=ctx.compression,
-    )
-    return recheck_decoded(ctx, sub.address, d, policy)
+    return recheck_decoded(ctx, sub.address, ctx.decode(sub.payload), policy)
 
 
 def _leave_one_out_cosines(vecs: list[torch.Tensor], norms: list[float]) -> list[float]:
@@ -301,21 +310,9 @@ def _leave_one_out_cosines(vecs: list[torch.Tensor], norms: list[float]) -> list
     return out
 
 
-def _uniform(seed: bytes, address: str, purpose: str) -> float:
-    """A uniform draw in [0, 1) for one miner, from the round's spot-check seed."""
-    digest = sha256(seed + f"/{purpose}/{address}".encode())
-    return int.from_bytes(digest[:8], "little") / 2**64
-
-
 def _robust_scale(values: list[float], center: float, floor: float) -> float:
-    deviations = sorted(abs(v - center) for v in values)
-    return max(1.4826 * _median(deviations), floor)
-
-
-def _median(values: list[float]) -> float:
-    v = sorted(values)
-    k = len(v) // 2
-    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2.0
+    deviations = [abs(v - center) for v in values]
+    return max(1.4826 * statistics.median(deviations), floor)
 
 
 def _suspicion(
@@ -329,7 +326,7 @@ def _suspicion(
     logs = {a: math.log(max(st.norm_ratio, 1e-300)) for a, st in stats.items()}
     cos = {a: st.cosine for a, st in stats.items()}
     log_scale = _robust_scale(list(logs.values()), 0.0, MIN_LOG_NORM_SCALE)
-    med_cos = _median(list(cos.values()))
+    med_cos = statistics.median(list(cos.values()))
     cos_scale = _robust_scale(list(cos.values()), med_cos, MIN_COSINE_SCALE)
     out: dict[str, tuple[float, float]] = {}
     span = policy.suspicion_full - policy.suspicion_start
@@ -365,7 +362,7 @@ def verify_round(
     # Every distinct (address, payload hash) submitted, a miner's different payloads included.
     # A byte-identical repeat of a submission (same address, same payload hash) is the same
     # submission: it is verified once and counted once, so replaying an honest miner's
-    # submission can neither get it refused nor move the spot-check seed.
+    # submission can never get it refused.
     unique: dict[tuple[str, str], Submission] = {}
     for s in submissions:
         key = (s.address, s.payload_hash or sha256_hex(bytes(s.payload)))
@@ -383,13 +380,7 @@ def verify_round(
             )
             continue
         try:
-            d = decode_gradient(
-                task,
-                sub.payload,
-                expected_model_hash=ctx.model_hash,
-                expected_height=ctx.height,
-                expected_compression=ctx.compression,
-            )
+            d = ctx.decode(sub.payload)
         except CodecError as exc:
             verdicts[sub.address] = Verdict(
                 sub.address, False, "codec", f"{exc.reason}: {exc.detail}"
@@ -444,7 +435,7 @@ def verify_round(
                 n / median_norm, cosines[i], max(others + prev_best[i : i + 1] + [-1.0])
             )
         for a, (score, chance) in _suspicion(stats, policy).items():
-            draw = chance - _uniform(seed, a, "suspicion")
+            draw = chance - uniform_draw(seed, f"/suspicion/{a}".encode())
             stats[a] = replace(stats[a], suspicion=draw)
             if draw >= 0.0:
                 flags[a].append(
