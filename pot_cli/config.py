@@ -28,8 +28,8 @@ from pot_cli.errors import ConfigError
 from pot_cli.gpu_selection import GpuSelectionError, parse_gpu_spec
 
 Role = Literal["miner", "validator"]
-Compression = Literal["none", "int8", "topk"]
-Aggregation = Literal["clipped_mean", "mean", "trimmed_mean", "median", "multi_krum"]
+Compression = Literal["auto", "none", "int8", "topk"]
+WireCompression = Literal["none", "int8", "topk"]
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -89,7 +89,11 @@ class MinerSection:
     )
     task: str = field(default="digits", metadata=_meta("Training task to work on."))
     compression: Compression = field(
-        default="int8", metadata=_meta("Gradient compression: none, int8 or topk.")
+        default="auto",
+        metadata=_meta(
+            "Gradient compression: auto (what the network takes), none, int8 or topk; "
+            "a value the network does not take is refused before any work is done."
+        ),
     )
     topk_fraction: float = field(
         default=0.2,
@@ -106,25 +110,42 @@ class MinerSection:
         default="127.0.0.1:4067",
         metadata=_meta("Local read-only status API of the miner (host:port)."),
     )
+    temperature_limit_c: int = field(
+        default=83,
+        metadata=_meta("Pause a GPU's worker above this temperature (Celsius).", min=40, max=110),
+    )
+    temperature_resume_c: int = field(
+        default=75,
+        metadata=_meta("Resume a paused worker once its GPU is at or below this.", min=20, max=110),
+    )
 
 
 @dataclass
 class ValidatorSection:
-    """Settings of pot validate (a PBFT replica)."""
+    """Settings of pot validate (a PBFT replica). Its peers are [network] validators: every
+    genesis validator's endpoint, in genesis order (its own included)."""
 
-    peers: list[str] = field(
-        default_factory=list, metadata=_meta("Endpoints of the other validators.")
+    genesis: str = field(
+        default="genesis.toml",
+        metadata=_meta("Genesis file of the network (relative paths: from the node's home)."),
     )
-    aggregation: Aggregation = field(
-        default="clipped_mean",
-        metadata=_meta("Aggregation rule: clipped_mean, mean, trimmed_mean, median or multi_krum."),
+    compression: WireCompression = field(
+        default="int8",
+        metadata=_meta(
+            "Gradient compression the network takes: none, int8 or topk (the same on every "
+            "validator; miners with compression = auto follow it)."
+        ),
     )
-    spot_check_rate: float = field(
-        default=0.1,
-        metadata=_meta("Fraction of submissions re-computed each round.", min=0.0, max=1.0),
+    topk_fraction: float = field(
+        default=0.2,
+        metadata=_meta("Fraction kept when compression is topk.", min=1e-6, max=1.0),
     )
     round_seconds: float = field(
         default=10.0, metadata=_meta("Length of the submission window.", min=0.05)
+    )
+    view_change_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_meta("How long a backup waits for the primary's block.", min=0.05),
     )
     checkpoint_interval: int = field(
         default=16, metadata=_meta("Blocks between consensus checkpoints.", min=1)
@@ -419,7 +440,7 @@ def render_config(config: PotConfig) -> str:
     ]
     for name, cls in _SECTION_TYPES.items():
         section = getattr(config, name)
-        lines.append(f"# {(cls.__doc__ or '').strip()}")
+        lines.append("# " + " ".join((cls.__doc__ or "").split()))
         lines.append(f"[{name}]")
         for f in dataclasses.fields(cls):
             lines.append(f"# {f.metadata.get('help', '')}")

@@ -60,8 +60,8 @@ def test_round_trip_property(
         gpus=gpus,
         compression=compression,  # type: ignore[arg-type]
     )
-    cfg.validator.spot_check_rate = rate
-    cfg.validator.peers = [f"http://127.0.0.1:{p}" for p in peers]
+    cfg.validator.round_seconds = 0.05 + rate
+    cfg.network.validators = [f"http://127.0.0.1:{p}" for p in peers]
     path = tmp_path_factory.mktemp("rt") / "config.toml"
     write_config(path, cfg)
     assert load_config(path, environ={}) == cfg
@@ -101,8 +101,8 @@ def test_minimal_config_fills_defaults(tmp_path: Path) -> None:
         (MINIMAL + '[miner]\ngpus = "0,x"\n', r"\[miner\] gpus: bad GPU index 'x'"),
         (MINIMAL + '[miner]\ncompression = "zip"\n', r"\[miner\] compression: expected one of"),
         (
-            MINIMAL + "[validator]\nspot_check_rate = 1.5\n",
-            r"\[validator\] spot_check_rate: must be <= 1.0",
+            MINIMAL + "[validator]\ntopk_fraction = 1.5\n",
+            r"\[validator\] topk_fraction: must be <= 1.0",
         ),
         (
             MINIMAL + "[validator]\ncheckpoint_interval = true\n",
@@ -162,13 +162,13 @@ def test_environment_overrides(tmp_path: Path) -> None:
     env = {
         "POT_MINER_GPUS": "0,2",
         "POT_MINER_ELECTRICITY_PRICE_PER_KWH": "0.3",
-        "POT_VALIDATOR_PEERS": "http://127.0.0.1:1,http://127.0.0.1:2",
+        "POT_NETWORK_VALIDATORS": "http://127.0.0.1:1,http://127.0.0.1:2",
         "POT_NODE_CHAIN_ID": "pot-other",
     }
     cfg = load_config(path, environ=env)
     assert cfg.miner.gpus == "0,2"
     assert cfg.miner.electricity_price_per_kwh == 0.3
-    assert cfg.validator.peers == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    assert cfg.network.validators == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
     assert cfg.node.chain_id == "pot-other"
 
 

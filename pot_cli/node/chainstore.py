@@ -4,12 +4,17 @@ commit certificate, and the payloads the blocks' verdicts rest on, by hash.
 Writes are transactions with ``synchronous=FULL`` (fsync before they return). Everything read
 back is parsed strictly: a damaged store is reported, never trusted. :func:`verify_chain`
 re-derives the chain from genesis (``pot chain verify``).
+
+Each thread gets its own SQLite connection (WAL mode: the validator's core thread writes while
+its API thread reads). The ``rounds`` table keeps when each round opened and committed at this
+validator (the devnet's on-time figures, the API's ``committed_ms``).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,31 +42,57 @@ class ChainStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self._db.execute(
+            db = self._db
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, body TEXT NOT NULL)"
             )
-            self._db.execute(
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS payloads (hash TEXT PRIMARY KEY, bytes BLOB NOT NULL)"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rounds (height INTEGER PRIMARY KEY, "
+                "opened_ms INTEGER, deadline_ms INTEGER, committed_ms INTEGER)"
             )
             fmt = self._meta("format")
             if fmt is None:
-                self._db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+                db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
             elif fmt != FORMAT:
                 raise ChainStoreError(f"{self.path}: not a pot chain store (format {fmt!r})")
         except sqlite3.DatabaseError as exc:
             raise ChainStoreError(f"{self.path}: not a readable chain store ({exc})") from None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.DatabaseError as exc:
+                raise ChainStoreError(f"{self.path}: not a readable chain store ({exc})") from None
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ genesis
 
@@ -97,17 +128,67 @@ class ChainStore:
                 raise ChainStoreError(f"{self.path}: block {height} is stored as {block.seq}")
             yield block
 
+    def block(self, height: int) -> CommittedBlock | None:
+        row = self._db.execute("SELECT body FROM blocks WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            return None
+        try:
+            block = parse_committed_block(json.loads(row[0]))
+        except (ValueError, MessageError) as exc:
+            raise ChainStoreError(f"{self.path}: block {height} is damaged ({exc})") from None
+        return block
+
+    def top(self) -> int:
+        """The highest stored block (0: none)."""
+        row = self._db.execute("SELECT MAX(height) FROM blocks").fetchone()
+        return int(row[0] or 0)
+
+    def heights(self) -> list[int]:
+        return [int(r[0]) for r in self._db.execute("SELECT height FROM blocks ORDER BY height")]
+
+    # ------------------------------------------------------------------ round timing
+
+    def round_opened(self, height: int, opened_ms: int, deadline_ms: int) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO rounds (height, opened_ms, deadline_ms) VALUES (?, ?, ?)",
+            (height, opened_ms, deadline_ms),
+        )
+
+    def round_committed(self, height: int, committed_ms: int) -> None:
+        self._db.execute(
+            "INSERT INTO rounds (height, committed_ms) VALUES (?, ?) ON CONFLICT(height) "
+            "DO UPDATE SET committed_ms = COALESCE(committed_ms, excluded.committed_ms)",
+            (height, committed_ms),
+        )
+
+    def round_times(self, height: int) -> tuple[int | None, int | None, int | None]:
+        row = self._db.execute(
+            "SELECT opened_ms, deadline_ms, committed_ms FROM rounds WHERE height = ?", (height,)
+        ).fetchone()
+        return (None, None, None) if row is None else (row[0], row[1], row[2])
+
+    def rounds(self) -> dict[int, tuple[int | None, int | None, int | None]]:
+        """height -> (opened_ms, deadline_ms, committed_ms) as this validator saw them."""
+        rows = self._db.execute(
+            "SELECT height, opened_ms, deadline_ms, committed_ms FROM rounds ORDER BY height"
+        )
+        return {int(h): (o, d, c) for h, o, d, c in rows}
+
     @property
     def payloads(self) -> PayloadTable:
-        return PayloadTable(self._db)
+        return PayloadTable(self)
 
 
 class PayloadTable(MutableMapping[str, bytes]):
     """The ``payloads`` table as a mapping (what :class:`PotApp` takes as its payload store):
     a payload is stored only under its own SHA-256 and checked when read back."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: ChainStore) -> None:
+        self._store = store
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._store._db
 
     def __getitem__(self, key: str) -> bytes:
         row = self._db.execute("SELECT bytes FROM payloads WHERE hash = ?", (key,)).fetchone()
@@ -149,12 +230,12 @@ class ChainReport:
         }
 
 
-def verify_chain(store: ChainStore, round_time: int = 1) -> ChainReport:
+def replay_chain(store: ChainStore, round_time: int = 1) -> tuple[PotApp, str | None]:
     """Re-derive the stored chain from its genesis: every block's commit certificate (2f+1
     validators' signed commits, offline), then its execution on a fresh application (payout,
     aggregation and optimizer step from the recorded verdicts and the stored payloads; the
     model after and the amounts must come out as recorded; ledger invariants after each).
-    Stops at the first mismatch and names it."""
+    Stops at the first mismatch; returns the application and that mismatch (None: all good)."""
     genesis = store.genesis()
     keys = tuple(v.public_key for v in genesis.validators)
     app = PotApp(genesis, round_time=round_time, payload_store=store.payloads)
@@ -171,4 +252,10 @@ def verify_chain(store: ChainStore, round_time: int = 1) -> ChainReport:
         except PotError as exc:
             mismatch = f"block {block.seq}: {exc}"
             break
+    return app, mismatch
+
+
+def verify_chain(store: ChainStore, round_time: int = 1) -> ChainReport:
+    """:func:`replay_chain`, as a report (``pot chain verify``)."""
+    app, mismatch = replay_chain(store, round_time)
     return ChainReport(app.height, app.state.head, app.model_hash, app.ledger.digest(), mismatch)

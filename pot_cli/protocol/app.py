@@ -436,6 +436,14 @@ class PotApp:
             intake.deadline,
         )
 
+    def round_status(self) -> tuple[int, str, int, int] | None:
+        """(height, phase, opened_at, deadline) of the round open at this validator (None until
+        it opens): what a node's status API shows."""
+        r = self._round
+        if r is None:
+            return None
+        return r.height, r.machine.phase, r.opened_at, r.deadline
+
     def next_deadline(self) -> int | None:
         """When this app next needs the host's attention (the round's deadline or fetch
         deadline): the host ticks the replica then, so the primary proposes."""

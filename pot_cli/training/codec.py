@@ -561,3 +561,45 @@ def _decode(
             support = idx
     tensors = unflatten(vec, task.param_shapes)
     return DecodedGradient(header, vec, tensors, support)
+
+
+# --------------------------------------------------------------------------- models
+
+MODEL_FORMAT = "pot-model/1"
+
+
+def encode_model(task: Task, params: Mapping[str, torch.Tensor]) -> bytes:
+    """A model's parameters as canonical safetensors (what a validator serves by model hash):
+    one F32 tensor per parameter, sorted, metadata ``{"format": "pot-model/1", "task": ...}``."""
+    if set(params) != set(task.param_shapes):
+        raise TrainingError(f"{task.name}: parameter names do not match the model's")
+    tensors = {n: params[n].detach().to("cpu", torch.float32).contiguous() for n in params}
+    return write_safetensors(tensors, {"format": MODEL_FORMAT, "task": task.name})
+
+
+def decode_model(task: Task, data: bytes) -> dict[str, torch.Tensor]:
+    """Parse a received model strictly (canonical header, the task's names, dtypes and shapes,
+    finite values); raises only :class:`CodecError`. The caller checks the model hash."""
+    try:
+        if not isinstance(data, bytes | bytearray):
+            raise _fail("malformed", "a model must be bytes")
+        layout = {n: ("F32", tuple(s)) for n, s in task.param_shapes.items()}
+        limit = 8 + HEADER_LIMIT + 4 * task.num_params
+        if len(data) > limit:
+            raise _fail("oversize", f"{len(data)} bytes exceeds the {limit}-byte model limit")
+        tensor_header, meta = _parse_header(bytes(data))
+        if meta != {"format": MODEL_FORMAT, "task": task.name}:
+            raise _fail("header", f"not a {MODEL_FORMAT} model of task {task.name!r}")
+        hlen = struct.unpack("<Q", data[:8])[0]
+        _check_layout(tensor_header, layout, len(data) - 8 - hlen)
+        entries = [(n, d, s, 4 * math.prod(s)) for n, (d, s) in layout.items()]
+        if _header_bytes(entries, meta) != data[8 : 8 + hlen]:
+            raise _fail("header", "not the canonical model encoding")
+        vec = torch.frombuffer(bytearray(memoryview(data)[8 + hlen :]), dtype=torch.float32)
+        if vec.numel() and not math.isfinite(float(vec.abs().max())):
+            raise _fail("non-finite", "the model holds NaN or Inf")
+        return unflatten(vec, task.param_shapes)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise CodecError("malformed", f"{type(exc).__name__}: {exc}", internal=True) from None

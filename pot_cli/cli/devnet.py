@@ -1,0 +1,180 @@
+"""``pot devnet``: the whole network on this machine (thin: the launcher is pot_cli.node.devnet)."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+
+def devnet(
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Directory for the network (default: a new temporary one)."),
+    ] = None,
+    validators: Annotated[int, typer.Option("--validators", help="Validators (n >= 4).")] = 4,
+    miners: Annotated[int, typer.Option("--miners", help="Miners.")] = 4,
+    byzantine: Annotated[
+        int, typer.Option("--byzantine", help="How many of the miners cheat (--attack).")
+    ] = 0,
+    attack: Annotated[
+        str, typer.Option("--attack", help="What the Byzantine miners do (pot sim --help lists).")
+    ] = "lazy",
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds to commit.")] = 10,
+    task: Annotated[str, typer.Option("--task", help="Training task.")] = "digits",
+    round_seconds: Annotated[
+        float, typer.Option("--round-seconds", help="Submission window of each round.")
+    ] = 3.0,
+    compression: Annotated[
+        str, typer.Option("--compression", help="Wire compression: none, int8 or topk.")
+    ] = "int8",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run the whole network on this machine: a genesis, validators and miners, each its own
+    process on loopback, until `--rounds` blocks are committed; then report rounds committed and
+    on time, view changes, the model's quality against centralized training on the same
+    samples, and each miner's accepted/rejected/slashed/earnings. Exits 1 when the network
+    failed. Never leaves a process behind."""
+    from pot_cli.cli.output import console, emit_json, error
+    from pot_cli.errors import PotError
+    from pot_cli.node.devnet import Devnet, DevnetSpec, devnet_report, write_network
+    from pot_cli.sim.attacks import ATTACKS
+    from pot_cli.training.tasks import task_names
+
+    if attack not in ATTACKS:
+        raise typer.BadParameter(f"unknown attack {attack!r} (one of: {', '.join(ATTACKS)})")
+    if task not in task_names():
+        raise typer.BadParameter(f"unknown task {task!r} (one of: {', '.join(task_names())})")
+    if compression not in ("none", "int8", "topk"):
+        raise typer.BadParameter("expected none, int8 or topk", param_hint="--compression")
+    spec = DevnetSpec(
+        validators, miners, byzantine, attack, rounds, task, round_seconds, compression
+    )
+    root = home if home is not None else Path(tempfile.mkdtemp(prefix="pot-devnet-"))
+    layout = write_network(root, spec)
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    say = (lambda *a: None) if as_json else console.print
+    say(
+        f"pot devnet: {validators} validators, {miners} miners ({byzantine} Byzantine: "
+        f"{attack}), task {task}, {rounds} rounds of {round_seconds:g} s, in {root}"
+    )
+    statuses: dict[str, Any] = {}
+    failure = ""
+    net = Devnet(layout)
+    try:
+        net.start_validators()
+        net.wait_ready(timeout=180)
+        say(f"validators up after {time.monotonic() - started:.1f} s; starting the miners")
+        net.start_miners()
+        limit = 60 + rounds * (4 * round_seconds + 15)
+        statuses = _follow(net, rounds, limit, as_json)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+        statuses = net.statuses()
+    except PotError as exc:
+        failure = str(exc)
+        statuses = net.statuses()
+    finally:
+        net.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+    report = devnet_report(layout, statuses, time.monotonic() - started)
+    if failure:
+        report["ok"] = False
+        report["failure"] = failure
+    if as_json:
+        emit_json(report)
+    else:
+        _print_report(report)
+    if not report["ok"]:
+        if not as_json:
+            error(f"the devnet failed: {failure or _why(report)}")
+        raise typer.Exit(1)
+
+
+def _follow(net: Any, rounds: int, limit: float, quiet: bool) -> dict[str, Any]:
+    """Show live progress until every validator committed ``rounds`` blocks."""
+    from rich.live import Live
+    from rich.table import Table
+
+    from pot_cli.cli.output import console
+    from pot_cli.errors import PotError
+
+    deadline = time.monotonic() + limit
+
+    def table(statuses: dict[str, Any]) -> Table:
+        t = Table(title=f"pot devnet: committing {rounds} rounds", expand=False)
+        for col in ("validator", "height", "view", "primary", "phase", "peers up"):
+            t.add_column(col)
+        for name, s in statuses.items():
+            if s is None:
+                t.add_row(name, "-", "-", "-", "down", "-")
+            else:
+                t.add_row(name, str(s["height"]), str(s["view"]), str(s["primary"]),
+                          s["phase"], str(s["peers_up"]))  # fmt: skip
+        return t
+
+    statuses = net.statuses()
+    with Live(table(statuses), console=console, transient=False, refresh_per_second=2) as live:
+        if quiet:
+            live.stop()
+        while True:
+            net.check_all_alive()
+            statuses = net.statuses()
+            if not quiet:
+                live.update(table(statuses))
+            heights = [s["height"] for s in statuses.values() if s is not None]
+            if heights and len(heights) == len(statuses) and min(heights) >= rounds:
+                return statuses
+            if time.monotonic() > deadline:
+                raise PotError(f"not every validator committed {rounds} rounds in {limit:.0f} s")
+            time.sleep(0.5)
+
+
+def _why(report: dict[str, Any]) -> str:
+    if report["rounds_committed"] < report["rounds_target"]:
+        return f"{report['rounds_committed']} of {report['rounds_target']} rounds committed"
+    if not report["validators_agree"]:
+        return "the validators do not agree on the head"
+    if report["cheating_pays"]:
+        return "a Byzantine miner earned as much as an honest one"
+    return "see the report"
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from pot_cli.cli.output import console
+
+    q = r["quality"]
+    console.print(
+        f"\n[bold]{'OK' if r['ok'] else 'FAILED'}[/]: {r['rounds_committed']}/{r['rounds_target']} "
+        f"rounds committed, {r['rounds_on_time']} on time, {r['view_changes']} view changes, "
+        f"validators agree: {r['validators_agree']} ({r['wall_s']} s)"
+    )
+    console.print(
+        f"model quality: {q['metric']} {q['pot_metric']:.4f} vs centralized "
+        f"{q['centralized_metric']:.4f} on the same {q['samples']} samples: "
+        f"ratio [bold]{r['quality_ratio']:.4f}[/]"
+    )
+    t = Table(title="miners")
+    for col in ("miner", "byzantine", "accepted", "rejected", "slashed", "earnings (POT)"):
+        t.add_column(col)
+    for m in r["miners"]:
+        t.add_row(m["name"], m["attack"] or "", str(m["accepted"]), str(m["rejected"]),
+                  str(m["slashed"]), f"{m['earnings_pot']:+.4f}")  # fmt: skip
+    console.print(t)
+    console.print(f"chain: {r['chain']}\nlogs:  {r['home']}/*/node.log")
+
+
+def register(app: typer.Typer, *, panel: str) -> None:
+    app.command("devnet", rich_help_panel=panel)(devnet)
