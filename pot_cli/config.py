@@ -29,7 +29,6 @@ from pot_cli.gpu_selection import GpuSelectionError, parse_gpu_spec
 
 Role = Literal["miner", "validator"]
 Compression = Literal["auto", "none", "int8", "topk"]
-WireCompression = Literal["none", "int8", "topk"]
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -128,17 +127,6 @@ class ValidatorSection:
     genesis: str = field(
         default="genesis.toml",
         metadata=_meta("Genesis file of the network (relative paths: from the node's home)."),
-    )
-    compression: WireCompression = field(
-        default="int8",
-        metadata=_meta(
-            "Gradient compression the network takes: none, int8 or topk (the same on every "
-            "validator; miners with compression = auto follow it)."
-        ),
-    )
-    topk_fraction: float = field(
-        default=0.2,
-        metadata=_meta("Fraction kept when compression is topk.", min=1e-6, max=1.0),
     )
     round_seconds: float = field(
         default=10.0, metadata=_meta("Length of the submission window.", min=0.05)

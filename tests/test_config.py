@@ -101,8 +101,8 @@ def test_minimal_config_fills_defaults(tmp_path: Path) -> None:
         (MINIMAL + '[miner]\ngpus = "0,x"\n', r"\[miner\] gpus: bad GPU index 'x'"),
         (MINIMAL + '[miner]\ncompression = "zip"\n', r"\[miner\] compression: expected one of"),
         (
-            MINIMAL + "[validator]\ntopk_fraction = 1.5\n",
-            r"\[validator\] topk_fraction: must be <= 1.0",
+            MINIMAL + "[miner]\ntopk_fraction = 1.5\n",
+            r"\[miner\] topk_fraction: must be <= 1.0",
         ),
         (
             MINIMAL + "[validator]\ncheckpoint_interval = true\n",

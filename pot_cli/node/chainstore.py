@@ -56,7 +56,8 @@ class ChainStore:
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS rounds (height INTEGER PRIMARY KEY, "
-                "opened_ms INTEGER, deadline_ms INTEGER, committed_ms INTEGER)"
+                "opened_ms INTEGER, deadline_ms INTEGER, committed_ms INTEGER, "
+                "proposed_ms INTEGER)"
             )
             fmt = self._meta("format")
             if fmt is None:
@@ -160,6 +161,23 @@ class ChainStore:
             "DO UPDATE SET committed_ms = COALESCE(committed_ms, excluded.committed_ms)",
             (height, committed_ms),
         )
+
+    def round_proposed(self, height: int, proposed_ms: int) -> None:
+        """This validator, as primary, sent its pre-prepare for ``height`` (first time only)."""
+        self._db.execute(
+            "INSERT INTO rounds (height, proposed_ms) VALUES (?, ?) ON CONFLICT(height) "
+            "DO UPDATE SET proposed_ms = COALESCE(proposed_ms, excluded.proposed_ms)",
+            (height, proposed_ms),
+        )
+
+    def proposals(self) -> dict[int, tuple[int | None, int | None]]:
+        """height -> (proposed_ms, committed_ms) for the rounds this validator proposed: the
+        PBFT commit latency as the primary sees it (pre-prepare sent to block committed)."""
+        rows = self._db.execute(
+            "SELECT height, proposed_ms, committed_ms FROM rounds "
+            "WHERE proposed_ms IS NOT NULL ORDER BY height"
+        )
+        return {int(h): (p, c) for h, p, c in rows}
 
     def round_times(self, height: int) -> tuple[int | None, int | None, int | None]:
         row = self._db.execute(

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from pot_cli.consensus.config import ReplicaConfig
 from pot_cli.consensus.host import ReplicaHost
+from pot_cli.consensus.messages import PrePrepare
 from pot_cli.consensus.replica import Output, Replica
 from pot_cli.crypto import Identity
 from pot_cli.errors import PotError
@@ -401,6 +402,9 @@ class ValidatorCore:
 
     def _on_output(self, replica: Replica, out: Output) -> None:
         now = self.clock()
+        for _, msg in out.sends:
+            if isinstance(msg, PrePrepare) and msg.replica == self.index:
+                self.store.round_proposed(msg.seq, now)
         for block in out.committed:
             self.store.put_block(block)
             self.store.round_committed(block.seq, now)

@@ -45,10 +45,14 @@ class DevnetSpec:
     miners: int = 4
     byzantine: int = 0
     attack: str = "lazy"
-    rounds: int = 10
+    rounds: int = 20
     task: str = "digits"
     round_seconds: float = 3.0
     compression: str = "int8"
+    # a new identity's first accepted submissions that are all re-computed (genesis)
+    probation_rounds: int = 10
+    # chance (basis points) that any other submission is re-computed (genesis)
+    spot_check_bps: int = 1000
 
     def __post_init__(self) -> None:
         if self.validators < 4:
@@ -57,6 +61,8 @@ class DevnetSpec:
             raise UsageError("--miners must be >= 1 and --byzantine within [0, miners]")
         if self.rounds < 1:
             raise UsageError("--rounds must be >= 1")
+        if self.compression not in ("none", "int8") and not self.compression.startswith("topk:"):
+            raise UsageError("--compression: none, int8 or topk:<fraction>, e.g. topk:0.2")
         if not 0.5 <= self.round_seconds <= 600:
             raise UsageError("--round-seconds must be in [0.5, 600]")
 
@@ -146,8 +152,9 @@ def write_network(root: Path, spec: DevnetSpec) -> Layout:
             "min_miner_stake": 10 * POT,
             "forgery_slash": 10 * POT,
             "malformed_penalty": POT // 10,
-            "spot_check_bps": 1000,
-            "probation_rounds": 10,
+            "spot_check_bps": spec.spot_check_bps,
+            "probation_rounds": spec.probation_rounds,
+            "compression": spec.compression,
             "accounts": [
                 {"address": m.address, "balance": 90 * POT, "stake": 10 * POT} for m in mids
             ],
@@ -169,7 +176,6 @@ def write_network(root: Path, spec: DevnetSpec) -> Layout:
         cfg.validator.round_seconds = spec.round_seconds
         cfg.validator.view_change_timeout_seconds = spec.view_change_seconds
         cfg.validator.checkpoint_interval = 4
-        cfg.validator.compression = spec.compression  # type: ignore[assignment]
         _write_home(home, ident, cfg)
         (home / "genesis.toml").write_text(genesis_text)
         layout.validators.append(Node(f"val-{i}", "validator", home, ident.address, urls[i]))
@@ -226,6 +232,7 @@ class Devnet:
         self.layout = layout
         self.python = python
         self.clients = {v.name: ValidatorClient(v.url, timeout=3.0) for v in layout.validators}
+        self.first_round = 1  # the first round every miner was up for (wait_miners)
 
     def __enter__(self) -> Devnet:
         return self
@@ -294,6 +301,28 @@ class Devnet:
                 raise PotError(f"validators {sorted(pending)} did not start within {timeout:.0f} s")
             if pending:
                 time.sleep(0.25)
+
+    def wait_miners(self, timeout: float) -> int:
+        """Until every miner's status API answers; returns the first round they can all work
+        on (the next one to open), remembered as :attr:`first_round`."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        pending = {m.name for m in self.layout.miners}
+        while pending:
+            for name in sorted(pending):
+                node = self.node(name)
+                self.check_alive(node)
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{node.url}/summary", timeout=2).status_code == 200:
+                        pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise PotError(f"miners {sorted(pending)} did not start within {timeout:.0f} s")
+            if pending:
+                time.sleep(0.25)
+        tops = [s["height"] for s in self.statuses().values() if s is not None]
+        self.first_round = (max(tops) if tops else 0) + 2
+        return self.first_round
 
     def check_alive(self, node: Node) -> None:
         if node.proc is not None and node.proc.poll() is not None and not node.expected_down:
@@ -375,19 +404,32 @@ def chain_store(node: Node) -> ChainStore:
 
 
 def devnet_report(
-    layout: Layout, statuses: dict[str, dict[str, Any] | None], wall_s: float
+    layout: Layout,
+    statuses: dict[str, dict[str, Any] | None],
+    wall_s: float,
+    first_round: int = 1,
 ) -> dict[str, Any]:
     """The outcome, from the validators' last statuses and validator 0's chain store (read
     after the nodes stopped): rounds, view changes, per-miner results, the model's quality
     against centralized training on the samples the chain accepted."""
+    from pot_cli.node.api import block_out
     from pot_cli.node.quality import chain_quality
 
     spec = layout.spec
     up = {k: s for k, s in statuses.items() if s is not None}
     heights = {k: int(s["height"]) for k, s in up.items()}
-    committed = min(heights.values()) if heights else 0
-    # the validator with the longest chain in its store gives the blocks
-    best = max(layout.validators, key=lambda v: heights.get(v.name, -1))
+    # every validator's store, read after the nodes stopped: the same digest at every height
+    # they all hold is agreement; the longest chain gives the blocks
+    chains: dict[str, dict[int, str]] = {}
+    for v in layout.validators:
+        store = chain_store(v)
+        try:
+            chains[v.name] = {b.seq: b.digest for b in store.blocks()}
+        finally:
+            store.close()
+    common = min((max(c, default=0) for c in chains.values()), default=0)
+    agree = all(len({c.get(h) for c in chains.values()}) == 1 for h in range(1, common + 1))
+    best = max(layout.validators, key=lambda v: len(chains[v.name]))
     store = chain_store(best)
     try:
         blocks = {b.seq: b for b in store.blocks()}
@@ -395,14 +437,26 @@ def devnet_report(
         quality = chain_quality(store)
     finally:
         store.close()
+    last = min(heights.values()) if heights else 0
+    counted = range(first_round, last + 1)
+    committed = len(counted)
     on_time = 0
-    for h in range(1, committed + 1):
+    for h in counted:
         _, deadline, done = rounds.get(h, (None, None, None))
         if deadline is not None and done is not None and done - deadline <= spec.on_time_ms():
             on_time += 1
-    heads = {(int(s["height"]), s["head"], s["model_hash"]) for s in up.values()}
-    top = max(heights.values()) if heights else 0
-    agree = len({(h, m) for (ht, h, m) in heads if ht == top}) <= 1
+    heads = {s["model_hash"] for s in up.values() if int(s["height"]) == last}
+    # the network's training throughput: samples in accepted submissions over the counted
+    # rounds' wall time (from the first counted round opening to the last one committing)
+    opened = rounds.get(first_round, (None, None, None))[0]
+    closed = rounds.get(last, (None, None, None))[2]
+    accepted_samples = 0
+    for h in counted:
+        if h in blocks:
+            accepted_samples += sum(v.samples for v in block_out(blocks[h], None).verdicts
+                                    if v.kind == "accepted")  # fmt: skip
+    span_s = (closed - opened) / 1000 if opened and closed and closed > opened else None
+    quality["pot_samples_per_s"] = accepted_samples / span_s if span_s else None
     miners = _miner_rows(layout, blocks)
     honest = [m for m in miners if not m["byzantine"]]
     byz = [m for m in miners if m["byzantine"]]
@@ -414,13 +468,14 @@ def devnet_report(
         "ok": ok,
         "chain_id": layout.genesis.chain_id,
         "rounds_target": spec.rounds,
+        "first_round": first_round,
         "rounds_committed": committed,
         "rounds_on_time": on_time,
         "on_time_rule_ms": spec.on_time_ms(),
         "view_changes": max((int(s["view_changes"]) for s in up.values()), default=0),
         "validators_agree": agree,
         "heights": heights,
-        "model_hash": next(iter(heads))[2] if len(heads) == 1 else None,
+        "model_hash": next(iter(heads)) if len(heads) == 1 else None,
         "quality_ratio": quality["quality_ratio"],
         "quality": quality,
         "cheating_pays": cheating_pays,

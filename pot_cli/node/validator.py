@@ -28,6 +28,7 @@ from pot_cli.consensus.wal import SqliteWal
 from pot_cli.crypto import Identity
 from pot_cli.errors import ConfigError, PotError
 from pot_cli.node.api_models import PeerOut
+from pot_cli.node.backfill import Backfill
 from pot_cli.node.chainstore import ChainStore
 from pot_cli.node.core import Provide, ValidatorCore, now_ms
 from pot_cli.node.events import EventLog
@@ -35,7 +36,6 @@ from pot_cli.node.metrics import ValidatorMetrics
 from pot_cli.node.transport import PeerTransport
 from pot_cli.protocol.app import PotApp
 from pot_cli.protocol.genesis import BPS, Genesis, load_genesis
-from pot_cli.training.codec import Compression
 from pot_cli.training.gradients import Numerics
 from pot_cli.training.verification import VerificationPolicy
 
@@ -59,7 +59,6 @@ class ValidatorPlan:
     round_ms: int
     view_change_ms: int
     checkpoint_interval: int
-    compression: Compression
     max_message_bytes: int
     request_timeout: float
 
@@ -92,7 +91,6 @@ def plan_validator(
             f"endpoint in genesis order ({len(keys)}), got {len(urls)}"
         )
     host, _, port = cfg.network.listen.rpartition(":")
-    compression = Compression(cfg.validator.compression, cfg.validator.topk_fraction)
     return ValidatorPlan(
         name=cfg.node.name,
         home=home,
@@ -105,7 +103,6 @@ def plan_validator(
         round_ms=max(50, round(cfg.validator.round_seconds * 1000)),
         view_change_ms=max(50, round(cfg.validator.view_change_timeout_seconds * 1000)),
         checkpoint_interval=cfg.validator.checkpoint_interval,
-        compression=compression,
         max_message_bytes=cfg.network.max_message_bytes,
         request_timeout=cfg.network.request_timeout_seconds,
     )
@@ -140,7 +137,6 @@ class ValidatorNode:
             policy=VerificationPolicy(
                 spot_check_rate=g.spot_check_bps / BPS, numerics=Numerics(threads=1)
             ),
-            compression=plan.compression,
             sync_derivation=False,
             payload_store=self.store.payloads,
         )
@@ -165,8 +161,16 @@ class ValidatorNode:
             timeout=plan.request_timeout,
             max_fetch_bytes=plan.max_message_bytes,
         )
+        self.backfill: Backfill = Backfill(
+            self.store,
+            g,
+            [u for i, u in enumerate(plan.urls) if i != plan.index],
+            height=lambda: self.core.view.height,
+            timeout=plan.request_timeout,
+            max_payload_bytes=plan.max_message_bytes,
+        )
         wal_path = data / "wal.sqlite"
-        self.core = ValidatorCore(
+        self.core: ValidatorCore = ValidatorCore(
             config=self.replica_config,
             index=plan.index,
             identity=plan.identity,
@@ -202,6 +206,7 @@ class ValidatorNode:
         except PotError:
             await self.transport.close()
             raise
+        self.backfill.start()
         log.info(
             "validator %d (%s) of %s: height %d, listening on %s:%d",
             self.index,
@@ -214,6 +219,7 @@ class ValidatorNode:
 
     async def stop_async(self) -> None:
         self.stopping = True
+        await self.backfill.stop()
         self.core.stop()
         await self.transport.close()
         self.store.close()

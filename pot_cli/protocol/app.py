@@ -337,7 +337,7 @@ class PotApp:
             rule or AggregationRule(),
             # a validator runs the genesis' spot-check rate; harnesses may pass their own
             policy or VerificationPolicy(spot_check_rate=genesis.spot_check_bps / BPS),
-            compression or Compression(),
+            compression or Compression.parse(genesis.compression),
             band,
         )
         self.identity = identity

@@ -109,6 +109,9 @@ class Genesis:
     spot_check_bps: int = DEFAULT_SPOT_CHECK_BPS
     decimals: int = 6
     unit: str = "POT"
+    # the wire compression every miner's payload must use (a codec label: none, int8,
+    # topk:<fraction>): a chain constant, since verification decodes with it
+    compression: str = "none"
 
     @property
     def total_supply(self) -> int:
@@ -134,6 +137,8 @@ class Genesis:
             "accounts": [a.to_dict() for a in self.accounts],
             "decimals": self.decimals,
             "unit": self.unit,
+            # written only when set, so that genesis files from before the key hash the same
+            **({"compression": self.compression} if self.compression != "none" else {}),
         }
 
 
@@ -254,7 +259,7 @@ _TOP_REQUIRED = frozenset(
         "accounts",
     }
 )
-_TOP_OPTIONAL = frozenset({"decimals", "unit", "spot_check_bps"})
+_TOP_OPTIONAL = frozenset({"decimals", "unit", "spot_check_bps", "compression"})
 
 
 def _parse_validators(p: _Problems, value: Any) -> list[GenesisValidator]:
@@ -355,6 +360,11 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
     chain_id = p.str_(d["chain_id"], "chain_id", _check_chain_id) if "chain_id" in d else None
     task = p.str_(d["task"], "task", _check_task) if "task" in d else None
     unit = p.str_(d["unit"], "unit", _check_unit) if "unit" in d else "POT"
+    compression = (
+        p.str_(d["compression"], "compression", _check_compression)
+        if "compression" in d
+        else "none"
+    )
     validators = _parse_validators(p, d["validators"]) if "validators" in d else []
     accounts = _parse_accounts(p, d["accounts"]) if "accounts" in d else []
 
@@ -396,6 +406,7 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
         return value
 
     assert chain_id is not None and task is not None and unit is not None
+    assert compression is not None
     return Genesis(
         chain_id=chain_id,
         task=task,
@@ -413,7 +424,21 @@ def parse_genesis(obj: Any, source: str = "<genesis>") -> Genesis:
         accounts=tuple(sorted(accounts, key=lambda a: a.address)),
         decimals=need("decimals"),
         unit=unit,
+        compression=compression,
     )
+
+
+def _check_compression(text: str) -> str | None:
+    from pot_cli.training.codec import Compression
+    from pot_cli.training.errors import TrainingError
+
+    try:
+        label = Compression.parse(text).label()
+    except TrainingError as exc:
+        return str(exc)
+    if label != text:
+        return f"write it as {label!r}"
+    return None
 
 
 # ---------------------------------------------------------------------------------- files
