@@ -77,7 +77,24 @@ def init(
     output.console.print("Next: [bold]pot config validate[/] and [bold]pot hw detect[/].")
 
 
-def show_id(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def show_id(
+    ctx: typer.Context,
+    validator_entry: Annotated[
+        bool,
+        typer.Option(
+            "--validator-entry",
+            help="Print this validator's [[validators]] entry for a genesis file (its public "
+            "key and beacon commit for --chain-id and --beacon-rounds).",
+        ),
+    ] = False,
+    chain_id: Annotated[
+        str | None, typer.Option("--chain-id", help="Chain of the entry (default: config's).")
+    ] = None,
+    beacon_rounds: Annotated[
+        int, typer.Option("--beacon-rounds", help="Heights the beacon commit serves.", min=1)
+    ] = 1_000_000,
+    as_json: JsonOpt = False,
+) -> None:
     """Print this node's address and public key (never the private key)."""
     state = get_state(ctx)
     identity = crypto.load_key_file(state.key_path)
@@ -86,6 +103,25 @@ def show_id(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         "public_key": identity.public_key.hex(),
         "key_file": str(state.key_path),
     }
+    if validator_entry:
+        import tomli_w
+
+        from pot_cli.protocol.beacon import onion_commit
+
+        chain = chain_id or load_config(state.config_path, missing_ok=True).node.chain_id
+        name = load_config(state.config_path, missing_ok=True).node.name
+        entry = {
+            "name": name,
+            "public_key": identity.public_key.hex(),
+            "beacon_commit": onion_commit(identity, chain, beacon_rounds),
+        }
+        if as_json:
+            output.emit_json({**entry, "chain_id": chain, "beacon_rounds": beacon_rounds})
+        else:
+            typer.echo(f"# validator {identity.address} for chain {chain!r}, beacon_rounds = "
+                       f"{beacon_rounds} (the genesis must say the same)")  # fmt: skip
+            typer.echo(tomli_w.dumps({"validators": [entry]}).rstrip())
+        return
     if as_json:
         output.emit_json(info)
     else:

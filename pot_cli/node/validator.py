@@ -16,6 +16,7 @@ SIGINT/SIGTERM stop it cleanly: the server stops taking requests, the core finis
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,9 @@ class ValidatorNode:
 
     async def start_async(self) -> None:
         torch.set_num_threads(1)  # the verification numerics: one thread, as the policy says
+        # the API loop and the core hand messages to each other: a short GIL switch interval
+        # keeps a busy thread from holding the other's message for the default 5 ms
+        sys.setswitchinterval(0.0005)
         await self.transport.start()
         try:
             self.core.start()
