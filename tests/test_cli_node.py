@@ -119,3 +119,21 @@ def test_config_path_and_global_config_option(tmp_path: Path) -> None:
     assert result.stdout.strip() == str(other)
     result = runner.invoke(app, ["config", "path"], env={"POT_HOME": str(tmp_path / "h")})
     assert result.stdout.strip() == str(tmp_path / "h" / "config.toml")
+
+
+def test_id_validator_entry_is_a_genesis_entry(tmp_path: Path) -> None:
+    from pot_cli.crypto import load_key_file
+    from pot_cli.protocol.beacon import onion_commit
+
+    code, _, _ = run(tmp_path, "init", "--role", "validator", "--name", "val-9")
+    assert code == 0
+    args = ("id", "--validator-entry", "--chain-id", "pot-x", "--beacon-rounds", "50")
+    code, out, _ = run(tmp_path, *args, "--json")
+    assert code == 0
+    entry = json.loads(out)
+    ident = load_key_file(tmp_path / "node_key.pem")
+    assert entry["public_key"] == ident.public_key.hex() and entry["name"] == "val-9"
+    assert entry["beacon_commit"] == onion_commit(ident, "pot-x", 50)
+    code, out, _ = run(tmp_path, *args)
+    assert code == 0 and "[[validators]]" in out and entry["beacon_commit"] in out
+    assert "PRIVATE" not in out

@@ -290,3 +290,19 @@ def test_genesis_is_frozen() -> None:
     g: Genesis = parse_genesis(_base())
     with pytest.raises(AttributeError):
         g.chain_id = "x"  # type: ignore[misc]
+
+
+def test_compression_is_a_chain_constant() -> None:
+    """The wire compression is in the genesis (verification decodes with it); a genesis that
+    does not set it keeps its hash (``none`` is not written)."""
+    d = _base()
+    plain = parse_genesis(d)
+    assert plain.compression == "none" and "compression" not in plain.to_dict()
+    g = parse_genesis(dict(d, compression="topk:0.05"))
+    assert g.compression == "topk:0.05" and g.to_dict()["compression"] == "topk:0.05"
+    assert parse_genesis(g.to_dict()) == g
+    assert genesis_hash(g) != genesis_hash(plain)
+    assert parse_genesis(dict(d, compression="none")).to_dict() == plain.to_dict()
+    assert any("compression" in e and "zip" in e for e in _errors(dict(d, compression="zip")))
+    assert any("compression" in e for e in _errors(dict(d, compression="topk:2")))
+    assert any("write it as 'topk:0.5'" in e for e in _errors(dict(d, compression="topk:.5")))
