@@ -23,7 +23,7 @@ def devnet(
         int, typer.Option("--byzantine", help="How many of the miners cheat (--attack).")
     ] = 0,
     attack: Annotated[
-        str, typer.Option("--attack", help="What the Byzantine miners do (pot sim --help lists).")
+        str, typer.Option("--attack", help="What the Byzantine miners do: lazy, noise, stale, mixed, ...")
     ] = "lazy",
     rounds: Annotated[
         int, typer.Option("--rounds", help="Rounds to commit once every miner is up.")
@@ -45,11 +45,12 @@ def devnet(
     from pot_cli.cli.output import console, emit_json, error
     from pot_cli.errors import PotError
     from pot_cli.node.devnet import Devnet, DevnetSpec, devnet_report, write_network
-    from pot_cli.sim.attacks import ATTACKS
+    from pot_cli.cli.mine import solo_attacks
     from pot_cli.training.tasks import task_names
 
-    if attack not in ATTACKS:
-        raise typer.BadParameter(f"unknown attack {attack!r} (one of: {', '.join(ATTACKS)})")
+    if attack not in solo_attacks():
+        choices = ", ".join(solo_attacks())
+        raise typer.BadParameter(f"unknown attack {attack!r} (one of: {choices})")
     if task not in task_names():
         raise typer.BadParameter(f"unknown task {task!r} (one of: {', '.join(task_names())})")
     spec = DevnetSpec(

@@ -107,19 +107,27 @@ app.add_typer(sim_app, name="sim", rich_help_panel=PANEL_DEV)
 def _register_all() -> None:
     # One module per command group; they import heavy dependencies (torch, pynvml) lazily
     # inside the commands so that ``pot --help`` stays fast.
+    from pot_cli.cli import bench_network as bench_network_commands
     from pot_cli.cli import chain as chain_commands
     from pot_cli.cli import consensus as consensus_commands
+    from pot_cli.cli import devnet as devnet_commands
     from pot_cli.cli import hw as hw_commands
+    from pot_cli.cli import mine as mine_commands
     from pot_cli.cli import network as network_commands
     from pot_cli.cli import node as node_commands
     from pot_cli.cli import training as training_commands
+    from pot_cli.cli import validate as validate_commands
 
     node_commands.register(app, config_app, panel=PANEL_NODE)
     hw_commands.register(hw_app)
     training_commands.register(bench_app)
     consensus_commands.register(bench_app, sim_app)
+    bench_network_commands.register(bench_app)
     network_commands.register(sim_app)
     chain_commands.register(app, panel=PANEL_NODE)
+    mine_commands.register(app, panel=PANEL_RIG)
+    validate_commands.register(app, panel=PANEL_NETWORK)
+    devnet_commands.register(app, panel=PANEL_NETWORK)
 
 
 _register_all()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pot_cli.errors import UsageError
@@ -140,11 +141,11 @@ def print_kv(title: str | None, items: Sequence[tuple[str, Any]]) -> None:
 
 def error(message: str) -> None:
     """One clear line on stderr."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[bold yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def parse_kinds(text: str, kinds: Sequence[str], option: str) -> tuple[str, ...]:

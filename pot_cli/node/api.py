@@ -201,6 +201,8 @@ def build_api(node: ValidatorNode) -> FastAPI:
         peers = node.peer_states()
         return StatusOut(
             chain_id=genesis.chain_id,
+            decimals=genesis.decimals,
+            unit=genesis.unit,
             node=node.name,
             validator_index=node.index,
             height=v.height,

@@ -55,6 +55,8 @@ class PeerOut(BaseModel):
 
 class StatusOut(BaseModel):
     chain_id: str
+    decimals: int = Field(description="amounts are integers in 10**-decimals of a unit")
+    unit: str
     node: str
     validator_index: int
     height: int = Field(description="committed blocks")
