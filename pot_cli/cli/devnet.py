@@ -23,7 +23,10 @@ def devnet(
         int, typer.Option("--byzantine", help="How many of the miners cheat (--attack).")
     ] = 0,
     attack: Annotated[
-        str, typer.Option("--attack", help="What the Byzantine miners do: lazy, noise, stale, mixed, ...")
+        str,
+        typer.Option(
+            "--attack", help="What the Byzantine miners do: lazy, noise, stale, mixed, ..."
+        ),
     ] = "lazy",
     rounds: Annotated[
         int, typer.Option("--rounds", help="Rounds to commit once every miner is up.")
@@ -42,10 +45,10 @@ def devnet(
     on time, view changes, the model's quality against centralized training on the same
     samples, and each miner's accepted/rejected/slashed/earnings. Exits 1 when the network
     failed. Never leaves a process behind."""
+    from pot_cli.cli.mine import solo_attacks
     from pot_cli.cli.output import console, emit_json, error
     from pot_cli.errors import PotError
     from pot_cli.node.devnet import Devnet, DevnetSpec, devnet_report, write_network
-    from pot_cli.cli.mine import solo_attacks
     from pot_cli.training.tasks import task_names
 
     if attack not in solo_attacks():

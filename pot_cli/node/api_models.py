@@ -55,8 +55,8 @@ class PeerOut(BaseModel):
 
 class StatusOut(BaseModel):
     chain_id: str
-    decimals: int = Field(description="amounts are integers in 10**-decimals of a unit")
-    unit: str
+    decimals: int = Field(6, description="amounts are integers in 10**-decimals of a unit")
+    unit: str = "POT"
     node: str
     validator_index: int
     height: int = Field(description="committed blocks")
