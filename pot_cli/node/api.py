@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pot_cli.consensus.messages import MAX_MESSAGE_BYTES
 from pot_cli.crypto import address_from_public_key, is_valid_address, sha256_hex
 from pot_cli.errors import PotError
 from pot_cli.node.api_models import (
@@ -62,6 +63,7 @@ HEX128 = re.compile(r"[0-9a-f]{128}")
 MAX_JSON_BYTES = 256 * 1024  # beacon and relay messages are a few hundred bytes
 RECENT_BLOCKS = 32  # blocks an account's "recent" looks back over
 SUBMIT_WAIT_S = 15.0
+BODY_TIMEOUT_S = 30.0  # a body trickling in slower than this holds a connection: refused
 # the HTTP status of each refusal code of the round machine and the intake checks
 REFUSAL_STATUS = {
     "bad-request": 400,
@@ -74,6 +76,7 @@ REFUSAL_STATUS = {
     "wrong-height": 409,
     "wrong-model": 409,
     "duplicate": 409,
+    "already-kept": 409,
     "late": 409,
     "round-full": 409,
     "oversize": 413,
@@ -115,13 +118,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Problem("oversize", f"the body is {expected} bytes; the limit is {limit}")
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Problem("oversize", f"the body exceeds the {limit}-byte limit")
-            chunks.append(chunk)
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Problem("oversize", f"the body exceeds the {limit}-byte limit")
+                chunks.append(chunk)
     except Problem:
         raise
+    except TimeoutError:
+        raise Problem("truncated", f"the body did not arrive within {BODY_TIMEOUT_S} s") from None
     except Exception:  # the client went away mid-body (h11 reports an incomplete body)
         raise Problem("truncated", "the body ended before its declared length") from None
     if expected is not None and size != expected:
@@ -254,9 +260,9 @@ def build_api(node: ValidatorNode) -> FastAPI:
     def model(model_hash: str, request: Request) -> Response:
         _hex(model_hash, HEX64, "model hash")
         etag = f'"{model_hash}"'
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={"ETag": etag})
         data = node.core.view.models.get(model_hash)
+        if data is not None and request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
         if data is None:
             raise Problem(
                 "not-found", "this validator does not serve that model (old or unknown)", 404
@@ -346,6 +352,8 @@ def build_api(node: ValidatorNode) -> FastAPI:
     def block(height: int) -> BlockOut:
         if height < 1:
             raise Problem("bad-request", "heights start at 1")
+        if height >= 10**18:
+            raise Problem("bad-request", "heights are below 10^18")
         committed = node.store.block(height)
         if committed is None:
             raise Problem(
@@ -430,7 +438,7 @@ def build_api(node: ValidatorNode) -> FastAPI:
 
     @app.post("/v1/peer/consensus", status_code=202, responses=ERRORS, tags=["peer"])
     async def peer_consensus(request: Request) -> dict[str, str]:
-        data = await read_body(request, node.max_message_bytes)
+        data = await read_body(request, min(node.max_message_bytes, MAX_MESSAGE_BYTES))
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

@@ -309,6 +309,7 @@ class ValidatorCore:
         self.host.tick(now)
 
     def _submit(self, ev: Submit, now: int) -> None:
+        held = self.app.holds(ev.miner, ev.payload_hash)
         actions = self.app.submit(
             ev.miner,
             ev.public_key,
@@ -326,6 +327,8 @@ class ValidatorCore:
         round_height = self.app.height + 1
         if refused is not None:
             result = (refused.code, refused.reason)
+        elif held:  # an identical replay: nothing new is kept or relayed
+            result = ("already-kept", "this exact submission is already kept for the round")
         elif ev.height == round_height + 1:
             result = ("queued", f"kept for round {ev.height}, which opens next")
         else:

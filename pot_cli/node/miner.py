@@ -733,7 +733,9 @@ class Miner:
         while todo:
             retry = []
             for c, out in zip(todo, send_to_all(send, todo), strict=True):
-                if isinstance(out, SubmitOut):
+                if isinstance(out, SubmitOut) or (
+                    isinstance(out, ApiError) and out.code == "already-kept"
+                ):  # already-kept: an earlier try arrived although its answer did not
                     kept += 1
                     unreachable.pop(c.base_url, None)
                 elif isinstance(out, ApiError) and out.status < 500:

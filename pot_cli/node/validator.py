@@ -234,6 +234,7 @@ def serve_validator(plan: ValidatorPlan) -> None:
     import uvicorn
 
     from pot_cli.node.api import build_api
+    from pot_cli.node.http_guard import GuardedH11Protocol
 
     node = ValidatorNode(plan)
     config = uvicorn.Config(
@@ -244,7 +245,8 @@ def serve_validator(plan: ValidatorPlan) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=2,
-        limit_concurrency=512,
+        limit_concurrency=2048,
+        http=GuardedH11Protocol,
     )
     server = uvicorn.Server(config)
     server.run()

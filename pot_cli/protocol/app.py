@@ -436,6 +436,11 @@ class PotApp:
             intake.deadline,
         )
 
+    def holds(self, miner: str, payload_hash: str) -> bool:
+        """True when the open round already kept exactly this commitment of ``miner``."""
+        r = self._round
+        return r is not None and r.kept.get(miner, ("",))[0] == payload_hash
+
     def round_status(self) -> tuple[int, str, int, int] | None:
         """(height, phase, opened_at, deadline) of the round open at this validator (None until
         it opens): what a node's status API shows."""

@@ -104,7 +104,7 @@ OPEN_MARGIN_MS = 150  # a round with less time left than this is skipped by the 
 POLL_S = 0.05
 REQUEST_TIMEOUT_S = 30.0  # one submission, from the miners' side
 FSYNC_PROBES = 200
-HTTP_PROBES = 50
+HTTP_PROBES = 200
 
 
 class NetworkBenchError(PotError):
@@ -230,9 +230,12 @@ def sqlite_commit_ms(directory: Path, probes: int = FSYNC_PROBES) -> dict[str, f
     return _rounded(summarize(times), 3)
 
 
-def http_request_ms(url: str, probes: int = HTTP_PROBES) -> dict[str, float | int | None]:
-    """Latency of ``GET /v1/status`` on a running validator (keep-alive connection): one
-    request through the loopback, uvicorn and FastAPI and back."""
+def http_probe(url: str, pid: int | None, probes: int = HTTP_PROBES) -> dict[str, Any]:
+    """What one request costs on loopback against a running validator (``GET /v1/status``,
+    keep-alive): its latency with a plain httpx client; the client's CPU per request with an
+    httpx ``AsyncClient`` (what the validators' peer transport uses) and with the bench's
+    :class:`RawHttp`; the validator's CPU per request while the httpx client ran (its own
+    rounds go on meanwhile: an upper bound)."""
     times = []
     with httpx.Client(timeout=5.0) as http:
         http.get(f"{url}/v1/status")
@@ -240,7 +243,33 @@ def http_request_ms(url: str, probes: int = HTTP_PROBES) -> dict[str, float | in
             t0 = time.perf_counter()
             http.get(f"{url}/v1/status")
             times.append((time.perf_counter() - t0) * 1000)
-    return _rounded(summarize(times), 2)
+
+    async def with_httpx() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for _ in range(probes):
+                await client.get(f"{url}/v1/status")
+
+    async def with_raw() -> None:
+        raw = RawHttp(url, 1)
+        try:
+            for _ in range(probes):
+                await raw.request("GET", "/v1/status")
+        finally:
+            raw.close()
+
+    server0 = process_cpu_seconds(pid) if pid is not None else 0.0
+    c0 = time.process_time()
+    asyncio.run(with_httpx())
+    c1 = time.process_time()
+    server1 = process_cpu_seconds(pid) if pid is not None else 0.0
+    asyncio.run(with_raw())
+    c2 = time.process_time()
+    return {
+        "latency_ms": _rounded(summarize(times), 2),
+        "httpx_client_cpu_ms": round(1000 * (c1 - c0) / probes, 3),
+        "raw_client_cpu_ms": round(1000 * (c2 - c1) / probes, 3),
+        "server_cpu_ms": round(1000 * (server1 - server0) / probes, 3) if pid else None,
+    }
 
 
 def _rounded(d: dict[str, float | int | None], digits: int) -> dict[str, float | int | None]:
@@ -654,12 +683,15 @@ class RawHttp:
         self._gate = asyncio.Semaphore(connections)
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        """(status, body) of one POST; raises :class:`OSError` when the server cannot be
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """(status, body) of one request; raises :class:`OSError` when the server cannot be
         reached or answers something that is not HTTP/1.1."""
-        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        lines.append(f"Content-Length: {len(body)}")
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body or method != "GET":
+            lines.append(f"Content-Length: {len(body)}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         async with self._gate:
             for attempt in (0, 1):
@@ -737,7 +769,7 @@ async def submit_outcome(conn: RawHttp, payload: bytes, headers: dict[str, str])
     import json
 
     try:
-        status, data = await conn.post("/v1/submit", payload, headers)
+        status, data = await conn.request("POST", "/v1/submit", payload, headers)
     except OSError:
         return "unreachable"
     try:
@@ -788,7 +820,8 @@ def bench_pbft(n: int, blocks: int, root: Path) -> dict[str, Any]:
         before = Probe.take(net)
         wait_height(net, PBFT_WARMUP_BLOCKS + blocks, timeout)
         after = Probe.take(net)
-        http_ms = http_request_ms(net.layout.validators[-1].url)
+        target = net.layout.validators[-1]
+        http = http_probe(target.url, target.proc.pid if target.proc is not None else None)
         view_changes = _view_changes(net)
     fsync_ms = sqlite_commit_ms(root)
     stores = read_stores(net.layout)
@@ -828,7 +861,7 @@ def bench_pbft(n: int, blocks: int, root: Path) -> dict[str, Any]:
             else None,
             "backup_derivation_ms_mean": round(1000 * derive_s / derived, 3) if derived else None,
             "sqlite_full_commit_ms": fsync_ms,
-            "http_get_status_ms": http_ms,
+            "http_get_status": http,
         },
     }
 
