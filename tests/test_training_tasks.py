@@ -224,3 +224,33 @@ def test_measure_gradient_steps() -> None:
         measure_gradient_steps("digits", dtype="fp64")
     with pytest.raises(TrainingError, match="CUDA"):
         measure_gradient_steps("digits", device="cuda")
+
+
+def test_gradients_in_parallel_threads_do_not_mix_parameters() -> None:
+    """``functional_call`` swaps a module's parameters in place, so the template is per
+    thread: two threads computing at different models get exactly their own gradients."""
+    import threading
+
+    import torch
+
+    from pot_cli.training.gradients import Numerics, compute_gradient
+    from pot_cli.training.tasks import load_task
+
+    task = load_task("digits")
+    p0 = task.initial_params()
+    p1 = {k: v + 0.01 for k, v in p0.items()}
+    batch = list(range(64))
+    refs = [compute_gradient(task, p, batch, Numerics(threads=1)) for p in (p0, p1)]
+    wrong: list[int] = []
+
+    def work(i: int, params: dict[str, torch.Tensor]) -> None:
+        for _ in range(20):
+            g = compute_gradient(task, params, batch, Numerics(threads=1))
+            wrong.extend(i for k in g if not torch.equal(g[k], refs[i][k]))
+
+    threads = [threading.Thread(target=work, args=(i, p)) for i, p in enumerate((p0, p1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []

@@ -41,6 +41,7 @@ from pot_cli.node.api_models import (
     BlockOut,
     ErrorOut,
     EventOut,
+    ModelOut,
     PeerOut,
     RoundOut,
     StatusOut,
@@ -250,6 +251,27 @@ def build_api(node: ValidatorNode) -> FastAPI:
             deadline_in_ms=v.deadline_ms - now,
             round_ms=node.app.round_time,
             now_ms=now,
+        )
+
+    metric_cache: dict[str, float] = {}
+
+    @app.get("/v1/model", response_model=ModelOut, responses=ERRORS, tags=["public"])
+    async def current_model() -> ModelOut:
+        _core_up()
+        state = node.app.state  # immutable: replaced, never changed, on each block
+        value = metric_cache.get(state.model_hash)
+        if value is None:
+            value = await asyncio.to_thread(task.evaluate, state.params)
+            if len(metric_cache) > 64:
+                metric_cache.clear()
+            metric_cache[state.model_hash] = value
+        return ModelOut(
+            height=state.height,
+            model_hash=state.model_hash,
+            task=task.name,
+            metric=task.metric_name,
+            value=value,
+            higher_is_better=task.higher_is_better,
         )
 
     @app.get(

@@ -93,6 +93,17 @@ class RoundOut(BaseModel):
     now_ms: int
 
 
+class ModelOut(BaseModel):
+    """The current model and its quality on the task's held-out set (what dashboards plot)."""
+
+    height: int
+    model_hash: str
+    task: str
+    metric: str = Field(description="accuracy, or bits_per_byte, ... (the task's metric)")
+    value: float
+    higher_is_better: bool
+
+
 class SubmitOut(BaseModel):
     """A kept submission (202). Refusals are :class:`ErrorOut` with the refusal code."""
 

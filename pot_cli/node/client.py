@@ -26,6 +26,7 @@ from pot_cli.node.api_models import (
     AccountOut,
     BlockOut,
     EventOut,
+    ModelOut,
     RoundOut,
     StatusOut,
     SubmitOut,
@@ -101,6 +102,10 @@ class ValidatorClient:
 
     def round(self) -> RoundOut:
         return RoundOut.model_validate(self._json("/v1/round"))
+
+    def current_model(self) -> ModelOut:
+        """The current model's hash, height and held-out metric."""
+        return ModelOut.model_validate(self._json("/v1/model"))
 
     def model(self, model_hash: str, *, timeout: float | None = None) -> bytes:
         """The model's safetensors bytes (the caller checks them against ``model_hash``)."""

@@ -31,6 +31,7 @@ File format (every key is checked; an unknown or ill-typed key is an error namin
 from __future__ import annotations
 
 import math
+import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,11 +104,20 @@ class Task:
     def higher_is_better(self) -> bool:
         return METRICS[self.metric_name]
 
-    @cached_property
+    @property
     def template(self) -> nn.Module:
         """A module of this task's architecture, used (with explicit parameters) to run the
-        forward pass; its own weights are never read."""
-        return self.build_model(self.init_seed)
+        forward pass; its own weights are never read. One per thread: ``functional_call``
+        swaps a module's parameters in place for the duration of a call, so two threads
+        sharing one module (a validator's derivation worker and its API, a rig's workers)
+        could compute with each other's parameters."""
+        local = self._cache.get("template")
+        if local is None:
+            local = self._cache.setdefault("template", threading.local())
+        module: nn.Module | None = getattr(local, "module", None)
+        if module is None:
+            module = local.module = self.build_model(self.init_seed)
+        return module
 
     @cached_property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
