@@ -74,6 +74,15 @@ def test_network_commits_pays_and_a_restarted_miner_resumes(tmp_path: Path) -> N
         for m in miners:  # the ledger paid them: balance above the genesis' 90 POT
             assert net.clients["val-0"].account(m.address).balance > 90 * POT
         _same_chain(net, [v.name for v in net.layout.validators])
+        # the model's held-out metric, and the event stream a dashboard reads
+        model = net.clients["val-2"].current_model()
+        assert model.metric == "accuracy" and 0.0 <= model.value <= 1.0
+        stream = net.clients["val-3"].stream_events(after=0)
+        kinds = {next(stream).kind for _ in range(5)}
+        stream.close()
+        assert kinds & {"round", "block", "submission"}
+        polled = net.clients["val-3"].events_since(0, wait=1.0)
+        assert polled and polled[0].id >= 1
 
         # a miner killed and restarted resumes from the next round
         victim = miners[0]
