@@ -1,6 +1,6 @@
 """``pot mine`` as a rig owner runs it: real processes on a recorded 8-GPU rig (planning, the
-status API, the thermal watchdog, Ctrl-C), and the command in-process (CliRunner) against a
-stand-in validator for what needs no process of its own."""
+status API, the thermal watchdog, Ctrl-C), and the command in-process (CliRunner) mining on a
+real network (4 ``pot validate`` processes on loopback, one for the module)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 import requests
-from miner_harness import FakeValidator, free_port
+from miner_harness import MinerNetwork, free_port, miner_network
 from typer.testing import CliRunner
 
 from pot_cli.cli import app
+from pot_cli.node.devnet import POT
 
 RIG8 = Path(__file__).parent / "data" / "nvml" / "rig8.json"
 runner = CliRunner()
@@ -205,35 +206,47 @@ def test_mine_refuses_an_unknown_attack_and_a_bad_selection(tmp_path: Path) -> N
     assert result.exit_code == 2 and "bad GPU range" in result.output
 
 
-def test_mine_refuses_another_chain_clearly(tmp_path: Path) -> None:
-    home = init_home(tmp_path)
-    with FakeValidator(chain_id="other-chain") as fake:
-        env = {"POT_NETWORK_VALIDATORS": fake.url, "POT_MINER_TASK": "tiny"}
-        result = invoke(home, ["--api-listen", "127.0.0.1:0"], env)
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinerNetwork]:
+    with miner_network(tmp_path_factory.mktemp("cli-mine-net")) as n:
+        yield n
+
+
+def test_mine_refuses_another_chain_clearly(tmp_path: Path, net: MinerNetwork) -> None:
+    home = init_home(tmp_path)  # [node] chain_id is the default, not the network's
+    url = net.urls[0]
+    env = {"POT_NETWORK_VALIDATORS": url, "POT_MINER_TASK": "tiny"}
+    result = invoke(home, ["--api-listen", "127.0.0.1:0"], env)
     assert result.exit_code == 2, result.output
-    assert f"error: validator {fake.url} serves chain 'other-chain'" in result.output
+    assert f"error: validator {url} serves chain '{net.chain_id}'" in result.output
     assert "chain_id is 'pot-devnet-1'" in result.output
 
 
-def test_mine_one_round_with_json_log(tmp_path: Path) -> None:
-    home = init_home(tmp_path)
-    with FakeValidator(round_s=1.0) as fake:
-        env = {"POT_NETWORK_VALIDATORS": fake.url, "POT_MINER_TASK": "tiny"}
-        result = invoke(home, ["--rounds", "1", "--json-log", "--api-listen", "127.0.0.1:0"], env)
+def test_mine_one_round_with_json_log(net: MinerNetwork) -> None:
+    node, _ = net.take_miner()  # a staked identity; its config lists the validators
+    net.wait_fresh_round()
+    result = invoke(node.home, ["--rounds", "1", "--json-log", "--api-listen", "127.0.0.1:0"], {})
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.output.splitlines()]
     (verdict,) = [r for r in records if r["event"] == "round"]
-    assert verdict["kind"] == "accepted" and verdict["reward"] == 200_000
-    assert verdict["message"].startswith(f"round {verdict['height']}  accepted  +0.2000 POT")
+    h = verdict["height"]
+    (on_chain,) = [v for v in net.block(h).verdicts if v.miner == node.address]
+    assert verdict["kind"] == on_chain.kind == "accepted"
+    assert verdict["reward"] == on_chain.reward > 0
+    assert verdict["message"].startswith(f"round {h}  accepted  +{on_chain.reward / POT:.4f} POT")
     assert records[-1]["message"] == "stopped after 1 round"
 
 
-def test_a_byzantine_miner_submits_its_forgery(tmp_path: Path) -> None:
-    home = init_home(tmp_path)
-    with FakeValidator(round_s=1.0) as fake:
-        env = {"POT_NETWORK_VALIDATORS": fake.url, "POT_MINER_TASK": "tiny"}
-        args = ["--rounds", "1", "--attack", "zero", "--api-listen", "127.0.0.1:0"]
-        result = invoke(home, args, env)
+def test_a_byzantine_miner_submits_its_forgery(net: MinerNetwork) -> None:
+    node, _ = net.take_miner()
+    net.wait_fresh_round()
+    args = ["--rounds", "1", "--attack", "zero", "--api-listen", "127.0.0.1:0"]
+    result = invoke(node.home, args, {})
     assert result.exit_code == 0, result.output
     assert "Byzantine test miner: submitting 'zero' forgeries" in result.output
-    assert re.search(r"round \d+  rejected \(zero\)  \+0\.0000 POT", result.output), result.output
+    m = re.search(r"round (\d+)  rejected \(zero\)  -(\d+\.\d{4}) POT", result.output)
+    assert m, result.output
+    (on_chain,) = [v for v in net.block(int(m.group(1))).verdicts if v.miner == node.address]
+    assert (on_chain.kind, on_chain.code) == ("rejected", "zero")
+    assert on_chain.penalty == net.net.layout.genesis.malformed_penalty > 0
+    assert float(m.group(2)) == on_chain.penalty / POT
