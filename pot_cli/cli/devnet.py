@@ -38,6 +38,14 @@ def devnet(
     compression: Annotated[
         str, typer.Option("--compression", help="Wire compression (genesis): none, int8, topk:0.2.")
     ] = "int8",
+    dashboard: Annotated[
+        bool,
+        typer.Option("--dashboard", help="Watch it in `pot dashboard` (q ends the devnet)."),
+    ] = False,
+    record: Annotated[
+        Path | None,
+        typer.Option("--record", help="Record the session for `pot dashboard --replay FILE`."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run the whole network on this machine: a genesis, validators and miners, each its own
@@ -86,7 +94,30 @@ def devnet(
             f"{first} on count"
         )
         limit = 30 + rounds * (4 * round_seconds + 15)
-        statuses = _follow(net, first + rounds - 1, limit, as_json)
+        miner_urls = [m.url for m in layout.miners]
+        validator_urls = [v.url for v in layout.validators]
+        if dashboard:
+            from pot_cli.tui.app import run_dashboard
+
+            run_dashboard(
+                miner_urls, validator_urls, genesis=layout.genesis.to_dict(), record=record
+            )
+            statuses = net.statuses()
+            if min((s["height"] for s in statuses.values() if s), default=0) < first + rounds - 1:
+                failure = "the dashboard was closed before the rounds were committed"
+        elif record is not None:
+            from pot_cli.tui.sources.recording import record_session
+
+            with record_session(
+                record,
+                miners=miner_urls,
+                validators=validator_urls,
+                genesis=layout.genesis.to_dict(),
+                evaluate=True,
+            ):
+                statuses = _follow(net, first + rounds - 1, limit, as_json)
+        else:
+            statuses = _follow(net, first + rounds - 1, limit, as_json)
     except KeyboardInterrupt:
         failure = "interrupted"
         statuses = net.statuses()

@@ -110,6 +110,7 @@ def _register_all() -> None:
     from pot_cli.cli import bench_network as bench_network_commands
     from pot_cli.cli import chain as chain_commands
     from pot_cli.cli import consensus as consensus_commands
+    from pot_cli.cli import dashboard as dashboard_commands
     from pot_cli.cli import devnet as devnet_commands
     from pot_cli.cli import hw as hw_commands
     from pot_cli.cli import mine as mine_commands
@@ -128,6 +129,7 @@ def _register_all() -> None:
     mine_commands.register(app, panel=PANEL_RIG)
     validate_commands.register(app, panel=PANEL_NETWORK)
     devnet_commands.register(app, panel=PANEL_NETWORK)
+    dashboard_commands.register(app, panel=PANEL_NETWORK)
 
 
 _register_all()

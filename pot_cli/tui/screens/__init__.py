@@ -1,0 +1,1 @@
+"""The dashboard's screens (the help screen; the tabs live on the app's main screen)."""

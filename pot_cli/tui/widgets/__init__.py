@@ -1,0 +1,1 @@
+"""The dashboard's widgets: the connection header and one pane per tab."""
