@@ -35,6 +35,7 @@ GET_PATHS = [
     "/v1/accounts/{address}",
     "/v1/blocks/{height}",
     "/v1/events/poll",
+    "/v1/genesis",
     "/v1/model",
     "/v1/models/{model_hash}",
     "/v1/peer/payload/{payload_hash}",

@@ -19,6 +19,7 @@ from net_harness import all_at_least, heights, running_network, wait_until
 from pot_cli.node.chainstore import ChainStore, verify_chain
 from pot_cli.node.client import ValidatorClient
 from pot_cli.node.devnet import POT, Devnet, DevnetSpec
+from pot_cli.protocol.genesis import parse_genesis
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -75,6 +76,8 @@ def test_network_commits_pays_and_a_restarted_miner_resumes(tmp_path: Path) -> N
             assert net.clients["val-0"].account(m.address).balance > 90 * POT
         _same_chain(net, [v.name for v in net.layout.validators])
         # the model's held-out metric, and the event stream a dashboard reads
+        served = parse_genesis(net.clients["val-1"].genesis(), "served genesis")
+        assert served == net.layout.genesis
         model = net.clients["val-2"].current_model()
         assert model.metric == "accuracy" and 0.0 <= model.value <= 1.0
         stream = net.clients["val-3"].stream_events(after=0)

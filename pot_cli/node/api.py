@@ -254,6 +254,13 @@ def build_api(node: ValidatorNode) -> FastAPI:
         )
 
     metric_cache: dict[str, float] = {}
+    genesis_body = genesis.to_dict()
+
+    @app.get("/v1/genesis", tags=["public"])
+    def genesis_document() -> dict[str, Any]:
+        """The network's genesis (as its file holds it): chain id, task, validators, economics,
+        accounts. Dashboards take the spot-check rate and the initial model from it."""
+        return genesis_body
 
     @app.get("/v1/model", response_model=ModelOut, responses=ERRORS, tags=["public"])
     async def current_model() -> ModelOut:

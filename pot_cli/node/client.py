@@ -103,6 +103,13 @@ class ValidatorClient:
     def round(self) -> RoundOut:
         return RoundOut.model_validate(self._json("/v1/round"))
 
+    def genesis(self) -> dict[str, object]:
+        """The network's genesis as plain data (``protocol.genesis.parse_genesis`` checks it)."""
+        body = self._json("/v1/genesis")
+        if not isinstance(body, dict):
+            raise ApiError(200, "bad-json", "expected the genesis object", self.base_url)
+        return body
+
     def current_model(self) -> ModelOut:
         """The current model's hash, height and held-out metric."""
         return ModelOut.model_validate(self._json("/v1/model"))

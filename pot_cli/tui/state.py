@@ -231,7 +231,7 @@ class DashboardState:
                 del self.metrics[min(self.metrics)]
         elif kind == "task":
             self.task = dict(data)
-        elif kind == "genesis" and obs.role in (DASHBOARD, VALIDATOR):
+        elif kind == "genesis" and obs.role in (DASHBOARD, VALIDATOR, EVAL):
             self.genesis = dict(data)
 
     def _summary(self, obs: Observation, s: MinerSummary) -> None:

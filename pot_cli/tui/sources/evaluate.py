@@ -57,7 +57,7 @@ class ModelEvaluator:
         self.sink = sink
         self.genesis_raw = genesis
         self.task_name = task
-        self.baseline_on = baseline and genesis is not None
+        self.baseline_on = baseline
         self.history = history
         self.blocks: queue.Queue[dict[str, Any]] = queue.Queue()
         self.task: Task | None = None
@@ -104,8 +104,15 @@ class ModelEvaluator:
         from pot_cli.training.tasks import load_task
 
         torch.set_num_threads(1)  # the dashboard's evaluator must not take the rig's cores
+        if self.genesis_raw is None:  # none given: the validators serve it (checked here)
+            try:
+                self.genesis_raw = self.client.call(lambda c: c.genesis())
+                self.put("genesis", self.genesis_raw)
+            except PotError:
+                self.genesis_raw = None
         if self.genesis_raw is not None:
             self.genesis = parse_genesis(self.genesis_raw, "genesis")
+        self.baseline_on = self.baseline_on and self.genesis is not None
         name = _block_task(block) or self.task_name or (self.genesis and self.genesis.task)
         if not name:
             raise PotError("the task is unknown (no block, genesis or miner names it)")
