@@ -39,14 +39,10 @@ from pot_cli.errors import PotError
 from pot_cli.node.chainstore import ChainStore
 from pot_cli.node.events import EventLog
 from pot_cli.node.metrics import ValidatorMetrics
+from pot_cli.node.pothost import route_actions, settle, take_beacon
 from pot_cli.protocol.app import DerivationJob, DerivationOutcome, PotApp, parse_proposal
-from pot_cli.protocol.round import (
-    Action,
-    BroadcastBeacon,
-    FetchPayload,
-    RelaySubmission,
-    SubmissionRefused,
-)
+from pot_cli.protocol.beacon import BeaconMessage
+from pot_cli.protocol.round import RelaySubmission, SubmissionRefused
 from pot_cli.training.codec import encode_model
 
 log = logging.getLogger("pot.validator")
@@ -293,10 +289,7 @@ class ValidatorCore:
         elif isinstance(event, Submit):
             self._submit(event, now)
         elif isinstance(event, Beacon):
-            primary = self.cfg.primary(host.replica.view)
-            if self.app.beacon_message(event.message, now, primary):
-                self._after(now)
-                host.tick(now)
+            take_beacon(self.app, host, self.cfg, event.message, now, lambda: self._after(now))
         elif isinstance(event, Provide):
             self.app.provide(event.miner, event.public_key, event.data, now)
         elif isinstance(event, Derived):
@@ -305,7 +298,7 @@ class ValidatorCore:
 
     def _timers(self, now: int) -> None:
         assert self.host is not None
-        self._actions(self.app.tick(now))
+        route_actions(self.app.tick(now), self)
         self.host.tick(now)
 
     def _submit(self, ev: Submit, now: int) -> None:
@@ -323,7 +316,7 @@ class ValidatorCore:
         refused = next(
             (a for a in actions if isinstance(a, SubmissionRefused) and a.miner == ev.miner), None
         )
-        self._actions(actions)
+        route_actions(actions, self)
         round_height = self.app.height + 1
         if refused is not None:
             result = (refused.code, refused.reason)
@@ -349,16 +342,8 @@ class ValidatorCore:
         """The round's actions, fetches, derivations and resumes after any input."""
         app, host = self.app, self.host
         assert host is not None
-        self._actions(app.tick(now))  # opens the next round as soon as the chain moved on
-        for _ in range(8):  # bounded: each pass consumes what the previous one produced
-            self._actions(app.take_actions())
-            for miner, payload_hash in app.missing():
-                self._ask(miner, payload_hash, now)
-            for job in app.pending_derivations():
-                self._derive(job)
-            if not app.take_resume():
-                break
-            host.resume(now)
+        route_actions(app.tick(now), self)  # opens the next round as soon as the chain moved on
+        settle(app, host, now, self, self._derive)
         self._publish(now)
 
     def _derive(self, job: DerivationJob) -> None:
@@ -378,23 +363,25 @@ class ValidatorCore:
 
         self._executor.submit(run)
 
-    def _actions(self, actions: list[Action]) -> None:
-        for a in actions:
-            if isinstance(a, FetchPayload):
-                self._ask(a.miner, a.payload_hash, self.clock())
-            elif isinstance(a, RelaySubmission):
-                self.transport.relay(
-                    {
-                        "miner": a.miner,
-                        "public_key": a.public_key.hex(),
-                        "payload_hash": a.payload_hash,
-                        "signature": a.commitment_sig.hex(),
-                        "height": a.height,
-                        "model_hash": a.model_hash,
-                    }
-                )
-            elif isinstance(a, BroadcastBeacon):
-                self.transport.broadcast_beacon(a.message.to_dict())
+    # ------------------------------------------------------------------ Peers (pothost)
+
+    def fetch(self, miner: str, payload_hash: str) -> None:
+        self._ask(miner, payload_hash, self.clock())
+
+    def relay(self, relay: RelaySubmission) -> None:
+        self.transport.relay(
+            {
+                "miner": relay.miner,
+                "public_key": relay.public_key.hex(),
+                "payload_hash": relay.payload_hash,
+                "signature": relay.commitment_sig.hex(),
+                "height": relay.height,
+                "model_hash": relay.model_hash,
+            }
+        )
+
+    def broadcast_beacon(self, message: BeaconMessage) -> None:
+        self.transport.broadcast_beacon(message.to_dict())
 
     def _ask(self, miner: str, payload_hash: str, now: int) -> None:
         key = (miner, payload_hash)

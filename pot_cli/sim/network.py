@@ -59,13 +59,12 @@ from pot_cli.consensus.wal import MemoryWal
 from pot_cli.crypto import Identity, sha256
 from pot_cli.errors import PotError, UsageError
 from pot_cli.node.chainstore import ChainStore
+from pot_cli.node.pothost import route_actions, settle, take_beacon
 from pot_cli.protocol.app import PotApp, RoundInfo, parse_proposal
-from pot_cli.protocol.beacon import onion_commit
+from pot_cli.protocol.beacon import BeaconMessage, onion_commit
 from pot_cli.protocol.commitments import sign_commitment
 from pot_cli.protocol.genesis import Genesis, parse_genesis
 from pot_cli.protocol.round import (
-    BroadcastBeacon,
-    FetchPayload,
     RelaySubmission,
     SubmissionRefused,
 )
@@ -490,16 +489,10 @@ class NetworkSimulation:
         app, host = node.app, node.host
         if app is None or host is None:
             return
-        for _ in range(8):  # bounded: each pass consumes what the previous one produced
-            self._actions(node, app.take_actions())
-            for miner, payload_hash in app.missing():
-                self._ask(node, miner, payload_hash)
-            if not app.take_resume():
-                break
-            try:
-                host.resume(self.now)
-            except PotError as exc:
-                raise Violation(f"execute: validator {node.index}: {exc}") from None
+        try:  # the node's host contract (node.pothost), on this virtual network
+            settle(app, host, self.now, _SimPeers(self, node))
+        except PotError as exc:
+            raise Violation(f"execute: validator {node.index}: {exc}") from None
         if host.next_timer is not None and host.next_timer != node.timer_at:
             node.timer_at = host.next_timer
             self._push(max(host.next_timer, self.now), "tick", node.index)
@@ -509,36 +502,31 @@ class NetworkSimulation:
             self._push(max(d, self.now), "deadline", node.index)
 
     def _actions(self, node: Validator, actions: list[Any]) -> None:
-        for a in actions:
-            if isinstance(a, FetchPayload):
-                self._ask(node, a.miner, a.payload_hash)
-            elif isinstance(a, RelaySubmission):
-                sub = Submission(
-                    self.miner_by_address[a.miner],
-                    a.height,
-                    a.model_hash,
-                    a.payload_hash,
-                    a.commitment_sig,
-                    None,
-                )
-                for dst in range(self.nc.validators):
-                    if dst != node.index:
-                        self._route(node.index, dst, "submit", (dst, sub))
-            elif isinstance(a, BroadcastBeacon):
-                message = a.message.to_dict()
-                for dst in range(self.nc.validators):
-                    if dst != node.index:
-                        self._route(node.index, dst, "beacon", (dst, message))
+        route_actions(actions, _SimPeers(self, node))
+
+    def _relay(self, node: Validator, a: RelaySubmission) -> None:
+        sub = Submission(
+            self.miner_by_address[a.miner], a.height, a.model_hash, a.payload_hash,
+            a.commitment_sig, None,
+        )  # fmt: skip
+        for dst in range(self.nc.validators):
+            if dst != node.index:
+                self._route(node.index, dst, "submit", (dst, sub))
+
+    def _broadcast_beacon(self, node: Validator, message: Any) -> None:
+        for dst in range(self.nc.validators):
+            if dst != node.index:
+                self._route(node.index, dst, "beacon", (dst, message))
 
     def _beacon(self, node: Validator, message: Any) -> None:
         """A validator's beacon message reaches ``node``; the current primary is the one its
         replica's view names (the host's knowledge, as on a real node)."""
         if node.app is None or node.host is None:
             return
-        primary = self.cfg.primary(node.host.replica.view)
-        if node.app.beacon_message(message, self.now, primary):
-            self._after(node)
-            self._call(node, lambda h: h.tick(self.now))
+        try:
+            take_beacon(node.app, node.host, self.cfg, message, self.now, lambda: self._after(node))
+        except PotError as exc:
+            raise Violation(f"execute: validator {node.index}: {exc}") from None
 
     def _ask(self, node: Validator, miner: str, payload_hash: str, tries: int = 0) -> None:
         if (miner, payload_hash) in node.asked:
@@ -822,6 +810,23 @@ def plan_network_seed(seed: int, faults: tuple[str, ...]) -> str:
 
 def run_network_seed(seed: int, fault: str, **overrides: Any) -> NetworkResult:
     return NetworkSimulation(NetworkConfig(seed=seed, fault=fault, **overrides)).run()
+
+
+class _SimPeers:
+    """The node's :class:`~pot_cli.node.pothost.Peers` of one validator, on the virtual
+    network."""
+
+    def __init__(self, sim: NetworkSimulation, node: Validator) -> None:
+        self.sim, self.node = sim, node
+
+    def fetch(self, miner: str, payload_hash: str) -> None:
+        self.sim._ask(self.node, miner, payload_hash)
+
+    def relay(self, relay: RelaySubmission) -> None:
+        self.sim._relay(self.node, relay)
+
+    def broadcast_beacon(self, message: BeaconMessage) -> None:
+        self.sim._broadcast_beacon(self.node, message.to_dict())
 
 
 class _SteeringApp(PotApp):
