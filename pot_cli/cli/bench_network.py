@@ -52,31 +52,35 @@ def _pbft_tables(res: dict[str, Any]) -> None:
         f"{res['goal_p50_ms_n4']:g} ms at n = 4: "
         + {True: "met", False: "NOT met", None: "not measured"}[res["met_goal_n4"]],
     )
+    b0 = rows[0]["breakdown"]
     print_table(
-        "Where an empty block's time goes (ms)",
-        ["n", "CPU/block", "msgs/block", "CPU/msg", "derive", "fsync", "HTTP", "httpx CPU"],
+        "Where an empty block's time goes: validator CPU per block (ms, all validators)",
+        ["n", "total", "HTTP", "PBFT", "derive", "rest", "msgs/block", "core share"],
         [
             [
                 r["n"],
                 _whole(r["breakdown"]["validator_cpu_ms_per_block"]),
+                _whole(r["breakdown"]["cpu_split_ms_per_block"]["http_requests"]),
+                r["breakdown"]["cpu_split_ms_per_block"]["pbft_sans_io"],
+                r["breakdown"]["cpu_split_ms_per_block"]["derivations"],
+                _whole(r["breakdown"]["cpu_split_ms_per_block"]["rest"]),
                 r["breakdown"]["peer_messages_per_block"],
-                r["breakdown"]["validator_cpu_ms_per_peer_message"],
-                r["breakdown"]["backup_derivation_ms_mean"],
-                r["breakdown"]["sqlite_full_commit_ms"]["p50"],
-                r["breakdown"]["http_get_status"]["latency_ms"]["p50"],
-                r["breakdown"]["http_get_status"]["httpx_client_cpu_ms"],
+                r["breakdown"]["validator_cpu_share"],
             ]
             for r in rows
         ],
-        caption="CPU/block: user + system CPU of all validator processes per committed block "
-        f"({rows[0]['breakdown']['validator_cpu_share']:g} of one core at n = "
-        f"{rows[0]['n']}); msgs/block: peer HTTP POSTs (PBFT and beacon); CPU/msg: the "
-        "first over the second; derive: a backup's re-derivation of the empty block in its "
-        "worker thread; fsync: one SQLite synchronous=FULL commit on the same disk (p50); "
-        "HTTP: GET /v1/status on a running validator (keep-alive, p50); httpx CPU: the "
-        "client's CPU per request with httpx.AsyncClient, as the peer transport sends "
-        "(a raw asyncio HTTP/1.1 client: "
-        f"{rows[0]['breakdown']['http_get_status']['raw_client_cpu_ms']:g} ms).",
+        caption="total: user + system CPU of all validator processes per committed block; "
+        "HTTP: msgs/block (peer POSTs: PBFT and beacon) x the CPU of one loopback request "
+        f"(client {b0['http_get_status']['httpx_client_cpu_ms']:g} ms with httpx, as the "
+        f"peer transport sends, + server {b0['http_get_status']['server_cpu_ms']:g} ms, "
+        "measured on GET /v1/status); PBFT: the replica state machine with Ed25519, no IO "
+        "(the pot bench consensus simulator, same run); derive: the backups' re-derivations; "
+        "rest: the remainder (JSON and request bodies, thread hand-offs, stores, the round). "
+        "core share: validator CPU over the wall time, in cores (2 here). Beside it: one "
+        f"SQLite synchronous=FULL commit takes {b0['sqlite_full_commit_ms']['p50']:g} ms "
+        "(p50) on this disk, a GET /v1/status "
+        f"{b0['http_get_status']['latency_ms']['p50']:g} ms, and a raw asyncio HTTP/1.1 "
+        f"client {b0['http_get_status']['raw_client_cpu_ms']:g} ms of CPU per request.",
     )
 
 
@@ -113,6 +117,7 @@ def _round_table(res: dict[str, Any]) -> None:
 
 def _scale_table(res: dict[str, Any]) -> None:
     from pot_cli.cli.output import print_table
+    from pot_cli.sim import http_bench
 
     print_table(
         "Scale: simulated miners against 4 validators",
@@ -125,7 +130,7 @@ def _scale_table(res: dict[str, Any]) -> None:
                 _whole(r["commit_after_deadline_ms"]["p50"]),
                 _whole(r["commit_after_deadline_ms"]["max"]),
                 r["accepted"],
-                sum(v for k, v in r["outcomes"].items() if k not in ("kept", "queued")),
+                sum(v for k, v in r["outcomes"].items() if k not in http_bench.TAKEN),
                 r["validator_bytes_per_kept"],
                 r["validator_cpu_ms_per_submission"],
             ]
@@ -145,7 +150,8 @@ def _training_table(res: dict[str, Any]) -> None:
 
     print_table(
         f"End-to-end training: devnet vs centralized on the same samples ({res['task']}, "
-        f"{res['miners']} miners, {res['rounds']} rounds of {res['round_seconds']:g} s)",
+        f"{res['miners']} {'pot mine processes' if res['miner_processes'] else 'miners'}, "
+        f"{res['rounds']} rounds of {res['round_seconds']:g} s)",
         ["", res["metric"], "samples/s"],
         [
             ["devnet (PoT)", res["pot_metric"], _whole(res["pot_samples_per_s"])],
@@ -196,6 +202,13 @@ def bench_network(
             help="Round length for scale [default: max(4, 0.025 s x miners)].",
         ),
     ] = None,
+    real_miners: Annotated[
+        bool,
+        typer.Option(
+            "--real-miners",
+            help="Train with pot mine processes (one per miner) instead of simulated miners.",
+        ),
+    ] = False,
     keep: Annotated[
         Path | None,
         typer.Option("--keep", help="Lay the devnets out here and keep them (logs, stores)."),
@@ -207,7 +220,7 @@ def bench_network(
     with verification, the largest number of miners a 4-validator devnet takes per round,
     and end-to-end training against centralized, side by side."""
     from pot_cli.cli.context import get_state
-    from pot_cli.cli.output import err_console, parse_kinds, save_result
+    from pot_cli.cli.output import err_console, error, parse_kinds, save_result
     from pot_cli.paths import bench_result_path
     from pot_cli.sim import http_bench
 
@@ -221,6 +234,7 @@ def bench_network(
         rounds=rounds,
         task=task,
         scale_round_seconds=round_seconds,
+        real_miners=real_miners,
         workdir=keep,
     )
     if task is not None:
@@ -228,16 +242,24 @@ def bench_network(
 
         load_task(task)  # an unknown task is a usage error before anything starts
     report = http_bench.network_bench(cfg, progress=lambda m: err_console.print(m))
+    tables = {
+        "pbft": _pbft_tables,
+        "round": _round_table,
+        "scale": _scale_table,
+        "training": _training_table,
+    }
+    failed = [p for p in cfg.parts if "error" in report.get(p, {})]
     if not as_json:
-        if "pbft" in report:
-            _pbft_tables(report["pbft"])
-        if "round" in report:
-            _round_table(report["round"])
-        if "scale" in report:
-            _scale_table(report["scale"])
-        if "training" in report:
-            _training_table(report["training"])
+        for p in cfg.parts:
+            section = report.get(p, {})
+            if section.get("rows") or (p == "training" and "error" not in section):
+                tables[p](section)
     save_result(bench_result_path(get_state(ctx).home, "network", out), report, as_json=as_json)
+    for p in failed:
+        error(f"{p}: {report[p]['error']}")
+    if failed:
+        error(f"the devnets (logs, stores) are kept under {report['kept']}")
+        raise typer.Exit(1)
 
 
 def register(bench_app: typer.Typer) -> None:

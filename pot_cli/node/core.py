@@ -50,6 +50,7 @@ log = logging.getLogger("pot.validator")
 INBOX_SIZE = 4096
 REASK_MS = 1000  # a payload still missing is asked for again after this long
 MAX_MODELS = 3  # model versions whose bytes are kept to serve miners
+IDLE_TICK_MS = 250  # the replica is ticked at least this often
 INLINE_SUBMISSIONS = 0  # blocks with at most this many submissions are derived in the core
 
 
@@ -256,10 +257,12 @@ class ValidatorCore:
             return
         ready.set()
         try:
+            last_tick = self.clock()
             while not self._stopping:
                 wake = self._wake_at()
                 now = self.clock()
-                timeout = 0.5 if wake is None else max(0.0, min(0.5, (wake - now) / 1000))
+                idle = (last_tick + IDLE_TICK_MS - now) / 1000
+                timeout = max(0.0, min(idle, 0.5 if wake is None else (wake - now) / 1000))
                 try:
                     event: Event | None = self.inbox.get(timeout=timeout)
                 except queue.Empty:
@@ -268,11 +271,23 @@ class ValidatorCore:
                     break
                 now = self.clock()
                 try:
+                    phase = self.app.round_status()
                     if event is not None:
                         self._handle(event, now)
                     wake = self._wake_at()
-                    if wake is not None and wake <= now:
+                    # the replica is ticked when a timer is due, when the round's phase moved
+                    # (an input froze the set or completed its payloads: the primary may
+                    # propose, backups arm their view-change timer), and at least every
+                    # IDLE_TICK_MS (a deadline that an input made moot must not leave the
+                    # replica unasked)
+                    moved = self.app.round_status() != phase
+                    if (
+                        moved
+                        or now - last_tick >= IDLE_TICK_MS
+                        or (wake is not None and wake <= now)
+                    ):
                         self._timers(now)
+                        last_tick = now
                     self._after(now)
                 except PotError as exc:  # a committed block that cannot execute yet, etc.
                     log.warning("validator %d: %s", self.index, exc)

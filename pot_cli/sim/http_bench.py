@@ -12,22 +12,29 @@ Parts:
 * **pbft** — validators and no miners: every round is empty and the blocks follow each other.
   The commit latency is the primary's pre-prepare → its commit (``proposals()``), per block;
   beside it, what a block costs: the validators' CPU per block, peer HTTP messages per block,
-  a loopback HTTP request, a synchronous SQLite commit (fsync) on the same disk and the
-  backups' derivation of the empty block (a worker thread), so that the latency can be
+  the CPU of one loopback HTTP request (client and server), the PBFT state machine alone
+  (the ``pot bench consensus`` simulator, same run), a synchronous SQLite commit (fsync) on
+  the same disk and the backups' derivation of the empty block, so that the latency can be
   explained.
 * **round** — honest simulated miners (:class:`MinerPool`: one process, many identities)
   against 4 validators: deadline → committed as each validator saw it, per task, with the
   fraction of submissions re-computed (re-judged offline from the stored chain: the round
   seed and beacon fix the sample).
-* **scale** — N staked identities in the genesis (no probation), each submitting an honest
-  gradient to every validator each round; a round succeeds when its block commits within
+* **scale** — N staked identities in the genesis, each submitting an honest gradient to
+  every validator each round; a round succeeds when its block commits within
   ``deadline + 2 s`` at every validator and accepts at least 99.9 % of the N submissions; N
   passes when at least 99.9 % of its rounds succeed. Stops at the first N that fails. Per N:
   bytes per submission (sent, and the validator's own count) and validator CPU per submission.
-* **training** — a devnet trains the model with simulated honest miners; the chain's model is
-  re-derived and compared with centralized training on exactly the samples the chain accepted
-  (:func:`~pot_cli.node.quality.chain_quality`, which also times that training): quality ratio
-  and samples per second of both, side by side in one run.
+* **training** — a devnet trains the model with honest miners (simulated, or ``pot mine``
+  processes); the chain's model is re-derived and compared with centralized training on
+  exactly the samples the chain accepted (:func:`~pot_cli.node.quality.chain_quality`, which
+  also times that training): quality ratio and samples per second of both, side by side in
+  one run.
+
+Measured rounds follow an unmeasured warm-up round (:func:`warm_network`): a validator's first
+derivation and first re-compute pay seconds for torch's start-up. The genesis of the round and
+scale parts puts every identity on probation for that one round only, so every validator has
+re-computed before anything is measured; then only the random sample and the flags are.
 
 The simulated miners compute the real thing: ``assign_batch`` on the round seed, the one
 gradient function, the wire codec, the signed commitment; only the process model differs from
@@ -69,6 +76,7 @@ from pot_cli.node.api_models import (
 )
 from pot_cli.node.chainstore import ChainStore
 from pot_cli.node.devnet import Devnet, DevnetSpec, Layout, chain_store, write_network
+from pot_cli.sim.consensus_bench import bench_throughput
 
 PARTS = ("pbft", "round", "scale", "training")
 DEFAULT_NS = (4, 7)
@@ -99,12 +107,18 @@ TRAINING_ROUNDS = 30
 TRAINING_ROUND_S = 1.0
 
 READY_TIMEOUT_S = 180.0
+PORT_RETRIES = 2  # devnet starts retried when a picked port was taken meanwhile
 SUBMIT_CONCURRENCY = 8  # in-flight submissions per validator (uvicorn takes 512 at most)
 OPEN_MARGIN_MS = 150  # a round with less time left than this is skipped by the miners
 POLL_S = 0.05
+# answers to a submission that mean the validator holds it ("already-kept": it had the same
+# commitment and bytes already, e.g. fetched from a peer after a relay)
+TAKEN = ("kept", "queued", "already-kept")
 REQUEST_TIMEOUT_S = 30.0  # one submission, from the miners' side
+STALL_ROUNDS, STALL_S = 4, 30.0  # no new round for 4 round lengths + 30 s: a stall
 FSYNC_PROBES = 200
 HTTP_PROBES = 200
+SANS_IO_BLOCKS = 200  # blocks of the in-process PBFT run beside the pbft part
 
 
 class NetworkBenchError(PotError):
@@ -127,6 +141,7 @@ class NetworkBenchConfig:
     rounds: int | None = None
     task: str | None = None
     scale_round_seconds: float | None = None
+    real_miners: bool = False  # training with ``pot mine`` processes
     workdir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -199,6 +214,8 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
 
 
 def machine_info() -> dict[str, Any]:
+    """Platform, CPU count, Python and load average (the machine is shared: every result
+    records how busy it was)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {
         "platform": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -313,15 +330,28 @@ def _cpu_delta(a: Probe, b: Probe) -> float:
 @contextlib.contextmanager
 def running_devnet(root: Path, spec: DevnetSpec) -> Iterator[Devnet]:
     """A fresh devnet under ``root`` with its validators started and answering (no miners);
-    every process is stopped on exit, whatever happened."""
-    layout = write_network(root, spec)
-    net = Devnet(layout)
-    try:
-        net.start_validators()
-        net.wait_ready(READY_TIMEOUT_S)
-        yield net
-    finally:
-        net.stop_all()
+    every process is stopped on exit, whatever happened.
+
+    A devnet's ports are picked when it is written and bound seconds later, once the
+    validators have imported torch; on a machine where other devnets start too, a port may
+    be taken meanwhile. Such a start is retried (:data:`PORT_RETRIES` times) in a fresh
+    directory beside ``root``."""
+    for attempt in range(PORT_RETRIES + 1):
+        where = root if attempt == 0 else root.with_name(f"{root.name}-retry{attempt}")
+        net = Devnet(write_network(where, spec))
+        try:
+            net.start_validators()
+            net.wait_ready(READY_TIMEOUT_S)
+        except PotError as exc:
+            net.stop_all()
+            if attempt < PORT_RETRIES and "address already in use" in str(exc):
+                continue
+            raise
+        try:
+            yield net
+        finally:
+            net.stop_all()
+        return
 
 
 def heights(net: Devnet) -> dict[str, int]:
@@ -332,6 +362,24 @@ def heights(net: Devnet) -> dict[str, int]:
         except (httpx.HTTPError, ValueError, KeyError):
             out[v.name] = -1
     return out
+
+
+def describe(net: Devnet) -> str:
+    """Each validator's height, view and round (phase, ms past its deadline): what a stall
+    report needs."""
+    parts = []
+    for v in net.layout.validators:
+        try:
+            st = httpx.get(f"{v.url}/v1/status", timeout=5.0).json()
+            late = -int(st["deadline_in_ms"]) if st.get("deadline_in_ms") is not None else None
+            parts.append(
+                f"{v.name} height {st['height']} view {st['view']} round "
+                f"{st['round_height']} {st['phase']}"
+                + (f" {late} ms past its deadline" if late is not None and late > 0 else "")
+            )
+        except (httpx.HTTPError, ValueError, KeyError):
+            parts.append(f"{v.name} not answering")
+    return "; ".join(parts)
 
 
 def wait_height(net: Devnet, height: int, timeout: float, *, every: bool = True) -> None:
@@ -346,7 +394,7 @@ def wait_height(net: Devnet, height: int, timeout: float, *, every: bool = True)
         if time.monotonic() > deadline:
             raise NetworkBenchError(
                 f"the devnet did not reach height {height} within {timeout:.0f} s "
-                f"(heights {hs}; logs under {net.layout.root})"
+                f"({describe(net)}; logs under {net.layout.root})"
             )
         time.sleep(0.1)
 
@@ -556,6 +604,7 @@ class MinerPool:
         )
         out: list[RoundRecord] = []
         until = time.monotonic() + timeout
+        last_new = time.monotonic()
         async with httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=limits) as http:
             while len(out) < rounds:
                 if time.monotonic() > until:
@@ -572,8 +621,16 @@ class MinerPool:
                 if not fresh or r.deadline_in_ms < OPEN_MARGIN_MS:
                     if alive is not None:
                         alive()
+                    stalled = time.monotonic() - last_new
+                    if stalled > STALL_ROUNDS * r.round_ms / 1000 + STALL_S:
+                        raise NetworkBenchError(
+                            f"no new round for {stalled:.0f} s: validator 0 shows round "
+                            f"{r.height} in phase {r.phase}, {-r.deadline_in_ms} ms past its "
+                            "deadline (the validators stalled)"
+                        )
                     await asyncio.sleep(POLL_S)
                     continue
+                last_new = time.monotonic()
                 limit = r.deadline_in_ms / 1000 + 2 * REQUEST_TIMEOUT_S
                 try:
                     out.append(await asyncio.wait_for(self._round(http, r, identities), limit))
@@ -583,6 +640,7 @@ class MinerPool:
                         f"{limit:.0f} s"
                     ) from None
                 self._last_height = r.height
+                last_new = time.monotonic()
         return out
 
     async def _model(self, http: httpx.AsyncClient, model_hash: str) -> Any:
@@ -793,7 +851,7 @@ def warm_network(pool: MinerPool, net: Devnet, round_s: float) -> int:
     the warm-up round, and none is on probation afterwards."""
     for _ in range(WARMUP_TRIES):
         rec = pool.run(1, timeout=round_s + 60, alive=net.check_all_alive)[0]
-        if rec.outcomes and set(rec.outcomes) <= {"kept", "queued"}:
+        if rec.outcomes and set(rec.outcomes) <= set(TAKEN):
             wait_height(net, rec.height, timeout=round_s + 120)
             return rec.height
     raise NetworkBenchError(
@@ -839,11 +897,17 @@ def bench_pbft(n: int, blocks: int, root: Path) -> dict[str, Any]:
             slowest.append(max(d for d in done if d is not None) - proposed[0])
         commits.append(proposed[1])
     span_s = (max(commits) - min(commits)) / 1000 if len(commits) > 1 else 0.0
-    cpu = _cpu_delta(before, after)
-    messages = _delta(before, after, "pot_validator_peer_messages_sent_total")
+    cpu_ms = 1000 * _cpu_delta(before, after) / blocks
+    messages = _delta(before, after, "pot_validator_peer_messages_sent_total") / blocks
     derived = _delta(before, after, "pot_validator_derivation_seconds_count")
     derive_s = _delta(before, after, "pot_validator_derivation_seconds_sum")
-    measured = max(1, len(latency))
+    derive_ms = 1000 * derive_s / derived if derived else 0.0
+    # side by side: the PBFT state machine alone, real Ed25519, no IO (pot bench consensus)
+    sans_io = bench_throughput(n, SANS_IO_BLOCKS)["blocks_per_cpu_s"]
+    sans_io_ms = 1000 / sans_io if sans_io else 0.0
+    per_request = http["httpx_client_cpu_ms"] + (http["server_cpu_ms"] or 0.0)
+    http_ms = messages * per_request
+    derive_block_ms = derive_ms * derived / blocks if derived else 0.0
     return {
         "n": n,
         "blocks": len(latency),
@@ -853,15 +917,24 @@ def bench_pbft(n: int, blocks: int, root: Path) -> dict[str, Any]:
         "blocks_per_s": round((len(commits) - 1) / span_s, 3) if span_s else None,
         "view_changes": view_changes,
         "breakdown": {
-            "validator_cpu_ms_per_block": round(1000 * cpu / measured, 2),
-            "validator_cpu_share": round(cpu / max(1e-9, after.at - before.at), 3),
-            "peer_messages_per_block": round(messages / measured, 1),
-            "validator_cpu_ms_per_peer_message": round(1000 * cpu / messages, 3)
-            if messages
-            else None,
-            "backup_derivation_ms_mean": round(1000 * derive_s / derived, 3) if derived else None,
+            "validator_cpu_ms_per_block": round(cpu_ms, 2),
+            "validator_cpu_share": round(
+                cpu_ms * blocks / 1000 / max(1e-9, after.at - before.at), 3
+            ),
+            "peer_messages_per_block": round(messages, 1),
+            "validator_cpu_ms_per_peer_message": round(cpu_ms / messages, 3) if messages else None,
+            "backup_derivation_ms_mean": round(derive_ms, 3) if derived else None,
             "sqlite_full_commit_ms": fsync_ms,
             "http_get_status": http,
+            # the block's validator CPU split (estimates): HTTP requests at the cost of a GET
+            # /v1/status (client + server), the PBFT state machine with its signatures, the
+            # derivations, and the rest (JSON, FastAPI bodies, threads, stores, the round)
+            "cpu_split_ms_per_block": {
+                "http_requests": round(http_ms, 1),
+                "pbft_sans_io": round(sans_io_ms, 1),
+                "derivations": round(derive_block_ms, 1),
+                "rest": round(cpu_ms - http_ms - sans_io_ms - derive_block_ms, 1),
+            },
         },
     }
 
@@ -908,21 +981,28 @@ def _primary_split(stores: Sequence[StoreView], hs: Sequence[int]) -> dict[str, 
     }
 
 
-def bench_round(task: str, rounds: int, root: Path, miners: int = ROUND_MINERS) -> dict[str, Any]:
+def bench_round(
+    task: str,
+    rounds: int,
+    root: Path,
+    *,
+    miners: int = ROUND_MINERS,
+    round_s: float = ROUND_S,
+) -> dict[str, Any]:
     """Honest simulated miners against 4 validators: deadline → committed, per validator."""
     spec = DevnetSpec(
         validators=4,
         miners=miners,
         rounds=rounds,
         task=task,
-        round_seconds=ROUND_S,
+        round_seconds=round_s,
         probation_rounds=1,  # the warm-up round only: then the sample and the flags
     )
     with running_devnet(root, spec) as net:
         pool = MinerPool.of_layout(net.layout, task)
-        warm_network(pool, net, ROUND_S)
+        warm_network(pool, net, round_s)
         before = Probe.take(net)
-        records = pool.run(rounds, timeout=rounds * (ROUND_S + 10) + 60, alive=net.check_all_alive)
+        records = pool.run(rounds, timeout=rounds * (round_s + 10) + 60, alive=net.check_all_alive)
         hs = [r.height for r in records]
         wait_height(net, max(hs), timeout=60)
         after = Probe.take(net)
@@ -941,7 +1021,7 @@ def bench_round(task: str, rounds: int, root: Path, miners: int = ROUND_MINERS) 
         "task": task,
         "miners": miners,
         "rounds": len(hs),
-        "round_seconds": ROUND_S,
+        "round_seconds": round_s,
         "probation_rounds": spec.probation_rounds,
         "spot_check_rate": spec.spot_check_bps / 10_000,
         "deadline_to_commit_ms": summarize([x for v in lag.values() for x in v]),
@@ -996,10 +1076,13 @@ def bench_scale(miners: int, rounds: int, round_s: float, task: str, root: Path)
         v = verdicts.get(r.height, Counter())
         worst = max(lag.get(r.height, [])) if lag.get(r.height) else None
         complete = len(lag.get(r.height, [])) == len(stores)
+        split = _primary_split(stores, [r.height])
         rows.append(
             {
                 "height": r.height,
                 "worst_commit_after_deadline_ms": worst,
+                "primary_deadline_to_proposal_ms": split["deadline_to_proposal_ms"]["max"],
+                "primary_proposal_to_commit_ms": split["proposal_to_commit_ms"]["max"],
                 "on_time": complete and worst is not None and worst <= SCALE_SLACK_MS,
                 "accepted": v["accepted"],
                 "rejected": v["rejected"] + v["slashed"],
@@ -1014,6 +1097,8 @@ def bench_scale(miners: int, rounds: int, round_s: float, task: str, root: Path)
     kept += _delta(before, after, "pot_validator_submissions_total", {"outcome": "queued"})
     received_bytes = _delta(before, after, "pot_validator_submission_bytes_total")
     cpu = _cpu_delta(before, after)
+    derived = _delta(before, after, "pot_validator_derivation_seconds_count")
+    derive_s = _delta(before, after, "pot_validator_derivation_seconds_sum")
     n_val = len(net.layout.validators)
     payload_bytes = sum(r.payload_bytes for r in records)
     return {
@@ -1040,6 +1125,7 @@ def bench_scale(miners: int, rounds: int, round_s: float, task: str, root: Path)
         else None,
         "validator_cpu_s": round(cpu, 2),
         "validator_cpu_s_per_round": round(cpu / len(rows), 2) if rows else None,
+        "backup_derivation_ms_mean": round(1000 * derive_s / derived, 1) if derived else None,
         "miners_prepare_s_mean": round(statistics.fmean(r.prepare_s for r in records), 3),
         "miners_submit_s_mean": round(statistics.fmean(r.submit_s for r in records), 3),
         "miners_cpu_s": round(pool.cpu_s, 2),
@@ -1051,25 +1137,36 @@ def bench_scale(miners: int, rounds: int, round_s: float, task: str, root: Path)
 
 
 def bench_training(
-    task: str, rounds: int, root: Path, miners: int = TRAINING_MINERS
+    task: str,
+    rounds: int,
+    root: Path,
+    *,
+    miners: int = TRAINING_MINERS,
+    real_miners: bool = False,
 ) -> dict[str, Any]:
-    """A devnet trains with honest simulated miners; then the chain's quality and samples/s
-    against centralized training on the same samples (same process, right after)."""
+    """A devnet trains with honest miners (simulated in this process, or ``pot mine``
+    processes with ``real_miners``); then the chain's quality and samples/s against
+    centralized training on the same samples (same process, right after)."""
     from pot_cli.node.quality import chain_quality
 
     spec = DevnetSpec(
         validators=4, miners=miners, rounds=rounds, task=task, round_seconds=TRAINING_ROUND_S
     )
+    pool: MinerPool | None = None
+    records: list[RoundRecord] = []
     with running_devnet(root, spec) as net:
-        pool = MinerPool.of_layout(net.layout, task)
-        warm_network(pool, net, TRAINING_ROUND_S)  # its rounds train too, untimed
-        records = pool.run(
-            rounds,
-            timeout=rounds * (TRAINING_ROUND_S + 10) + 60,
-            alive=net.check_all_alive,
-        )
-        hs = [r.height for r in records]
-        wait_height(net, max(hs), timeout=60)
+        if real_miners:
+            hs = _real_miner_rounds(net, rounds, TRAINING_ROUND_S)
+        else:
+            pool = MinerPool.of_layout(net.layout, task)
+            warm_network(pool, net, TRAINING_ROUND_S)  # its rounds train too, untimed
+            records = pool.run(
+                rounds,
+                timeout=rounds * (TRAINING_ROUND_S + 10) + 60,
+                alive=net.check_all_alive,
+            )
+            hs = [r.height for r in records]
+            wait_height(net, max(hs), timeout=60)
     v0 = read_stores(net.layout)[0]
     store = chain_store(net.layout.validators[0])
     try:
@@ -1084,10 +1181,12 @@ def bench_training(
     samples = sum(verdicts.get(h, Counter())["samples"] for h in hs)
     wall_s = (committed - opened) / 1000 if opened is not None and committed is not None else None
     pot_sps = samples / wall_s if wall_s else None
+    computing_s = sum(r.prepare_s for r in records)
     central_sps = quality["centralized_samples_per_s"]
     return {
         "task": task,
         "miners": miners,
+        "miner_processes": real_miners,
         "rounds": len(hs),
         "round_seconds": TRAINING_ROUND_S,
         "probation_rounds": spec.probation_rounds,
@@ -1097,15 +1196,58 @@ def bench_training(
         "quality_ratio": quality["quality_ratio"],
         "replay_mismatch": quality["replay_mismatch"],
         "samples": samples,
+        "samples_offered": miners * len(hs) * _batch_size(task),
         "pot_wall_s": round(wall_s, 2) if wall_s else None,
         "pot_samples_per_s": round(pot_sps, 1) if pot_sps else None,
         "centralized_samples_per_s": round(central_sps, 1) if central_sps else None,
         "centralized_over_pot": round(central_sps / pot_sps, 1)
         if central_sps and pot_sps
         else None,
+        # the simulated miners' preparation (model fetch, gradients batch by batch, encoding,
+        # signing; one process): the round length, not this work, paces the chain
+        "miners_samples_per_s": round(samples / computing_s, 1) if computing_s else None,
         "quality_and_replay_s": round(quality_s, 2),
-        "miners_cpu_s": round(pool.cpu_s, 2),
+        "miners_cpu_s": round(pool.cpu_s, 2) if pool is not None else None,
     }
+
+
+def _batch_size(task: str) -> int:
+    from pot_cli.training.tasks import load_task
+
+    return load_task(task).batch_size
+
+
+def _real_miner_rounds(net: Devnet, rounds: int, round_s: float) -> list[int]:
+    """Start ``pot mine`` for every miner home; wait for the first block that accepts every
+    miner (their start-up is not measured), then for ``rounds`` more blocks: the measured
+    heights."""
+    from pot_cli.node.client import ApiError, Unreachable, ValidatorClient
+
+    miners = len(net.layout.miners)
+    net.start_miners()
+    client = ValidatorClient(net.layout.validators[0].url, timeout=5.0)
+    until = time.monotonic() + READY_TIMEOUT_S + 10 * round_s
+    height, first = 1, None
+    try:
+        while first is None:
+            net.check_all_alive()
+            if time.monotonic() > until:
+                raise NetworkBenchError(
+                    f"no block accepted all {miners} pot mine processes within "
+                    f"{READY_TIMEOUT_S + 10 * round_s:.0f} s (logs under {net.layout.root})"
+                )
+            try:
+                block = client.block(height)
+            except (ApiError, Unreachable):
+                time.sleep(0.2)
+                continue
+            if sum(1 for v in block.verdicts if v.kind == "accepted") == miners:
+                first = height
+            height += 1
+    finally:
+        client.close()
+    wait_height(net, first + rounds, timeout=rounds * (round_s + 10) + 60)
+    return list(range(first + 1, first + rounds + 1))
 
 
 # ------------------------------------------------------------------------------ the bench
@@ -1128,69 +1270,79 @@ def network_bench(
             "scale_miners": list(cfg.scale_miners),
             "rounds": cfg.rounds,
             "task": cfg.task,
+            "scale_round_seconds": cfg.scale_round_seconds,
+            "real_miners": cfg.real_miners,
         },
     }
-    with _workdir(cfg.workdir) as work:
-        if "pbft" in cfg.parts:
-            rows = []
-            for n in cfg.ns:
-                say(f"pbft: n = {n}, {cfg.blocks} empty blocks ...")
-                rows.append(bench_pbft(n, cfg.blocks, work / f"pbft-n{n}"))
-            n4 = next((r for r in rows if r["n"] == 4), None)
-            p50 = n4["commit_latency_ms"]["p50"] if n4 else None
-            out["pbft"] = {
-                "rows": rows,
-                "goal_p50_ms_n4": PBFT_GOAL_P50_MS,
-                "met_goal_n4": None if p50 is None else p50 <= PBFT_GOAL_P50_MS,
-            }
-        if "round" in cfg.parts:
-            rows = []
-            for task in cfg.round_tasks():
-                rounds = cfg.rounds or ROUND_ROUNDS
-                say(f"round: {task}, {ROUND_MINERS} miners, {rounds} rounds ...")
-                rows.append(bench_round(task, rounds, work / f"round-{task}"))
-            out["round"] = {"rows": rows}
-        if "scale" in cfg.parts:
-            task = cfg.task or DEFAULT_SCALE_TASK
-            rounds = cfg.rounds or SCALE_ROUNDS
-            rows, largest = [], None
-            for m in cfg.scale_miners:
-                round_s = cfg.scale_round_s(m)
-                say(f"scale: {m} miners, {rounds} rounds of {round_s:g} s ({task}) ...")
-                row = bench_scale(m, rounds, round_s, task, work / f"scale-{m}")
-                rows.append(row)
-                if not row["passed"]:
-                    break
-                largest = m
-            out["scale"] = {
-                "rows": rows,
-                "largest_passing": largest,
-                "rule": f"a round succeeds when its block commits within deadline + "
-                f"{SCALE_SLACK_MS / 1000:g} s at every validator and accepts >= "
-                f"{SCALE_SUCCESS:.1%} of the submissions; N passes when >= {SCALE_SUCCESS:.1%} "
-                "of its rounds succeed",
-            }
-        if "training" in cfg.parts:
-            task = cfg.task or DEFAULT_TRAINING_TASK
-            rounds = cfg.rounds or TRAINING_ROUNDS
-            say(f"training: {task}, {TRAINING_MINERS} miners, {rounds} rounds ...")
-            out["training"] = bench_training(task, rounds, work / f"training-{task}")
+    work = cfg.workdir or Path(tempfile.mkdtemp(prefix="pot-bench-network-"))
+    work.mkdir(parents=True, exist_ok=True)
+    failed = False
+    try:
+        for part in cfg.parts:
+            section: dict[str, Any] = {}
+            out[part] = section
+            try:
+                _run_part(part, cfg, work, section, say)
+            except PotError as exc:  # recorded; the other parts still run
+                failed = True
+                section["error"] = str(exc)
+                say(f"{part}: failed: {exc}")
+    finally:
+        if cfg.workdir is None and not failed:
+            shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        out["kept"] = str(work)  # the failed devnet's logs and stores
     out["machine"]["load_average_after"] = machine_info()["load_average"]
     out["total_seconds"] = round(time.perf_counter() - started, 1)
     return out
 
 
-@contextlib.contextmanager
-def _workdir(keep: Path | None) -> Iterator[Path]:
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-        return
-    path = Path(tempfile.mkdtemp(prefix="pot-bench-network-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def _run_part(
+    part: str, cfg: NetworkBenchConfig, work: Path, out: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    """Run one part, filling ``out`` as it goes (so a failure keeps what was measured)."""
+    if part == "pbft":
+        out.update(goal_p50_ms_n4=PBFT_GOAL_P50_MS, met_goal_n4=None, rows=[])
+        for n in cfg.ns:
+            say(f"pbft: n = {n}, {cfg.blocks} empty blocks ...")
+            row = bench_pbft(n, cfg.blocks, work / f"pbft-n{n}")
+            out["rows"].append(row)
+            p50 = row["commit_latency_ms"]["p50"]
+            if n == 4 and p50 is not None:
+                out["met_goal_n4"] = p50 <= PBFT_GOAL_P50_MS
+    elif part == "round":
+        out["rows"] = []
+        rounds = cfg.rounds or ROUND_ROUNDS
+        for task in cfg.round_tasks():
+            say(f"round: {task}, {ROUND_MINERS} miners, {rounds} rounds ...")
+            out["rows"].append(bench_round(task, rounds, work / f"round-{task}"))
+    elif part == "scale":
+        task = cfg.task or DEFAULT_SCALE_TASK
+        rounds = cfg.rounds or SCALE_ROUNDS
+        out.update(
+            rule=f"a round succeeds when its block commits within deadline + "
+            f"{SCALE_SLACK_MS / 1000:g} s at every validator and accepts >= "
+            f"{SCALE_SUCCESS:.1%} of the submissions; N passes when >= {SCALE_SUCCESS:.1%} "
+            "of its rounds succeed",
+            largest_passing=None,
+            rows=[],
+        )
+        for m in cfg.scale_miners:
+            round_s = cfg.scale_round_s(m)
+            say(f"scale: {m} miners, {rounds} rounds of {round_s:g} s ({task}) ...")
+            row = bench_scale(m, rounds, round_s, task, work / f"scale-{m}")
+            out["rows"].append(row)
+            if not row["passed"]:
+                break
+            out["largest_passing"] = m
+    elif part == "training":
+        task = cfg.task or DEFAULT_TRAINING_TASK
+        rounds = cfg.rounds or TRAINING_ROUNDS
+        kind = "pot mine processes" if cfg.real_miners else "simulated miners"
+        say(f"training: {task}, {TRAINING_MINERS} {kind}, {rounds} rounds ...")
+        out.update(
+            bench_training(task, rounds, work / f"training-{task}", real_miners=cfg.real_miners)
+        )
 
 
 __all__ = [
