@@ -788,22 +788,22 @@ def _bomb(depth: int = JSON_BOMB_DEPTH) -> bytes:
 
 def test_peer_consensus_junk_is_queued_or_refused(h: Hostile) -> None:
     before = h.client(0).status().height
-    # the endpoint only checks size and UTF-8 and queues the text: the core parses it (and
-    # drops it). 25 MiB is over the consensus parser's 24 MiB but under the endpoint's limit
-    # ([network] max_message_bytes, 64 MiB): 413 once the endpoint uses the parser's limit
+    # the endpoint parses the message and checks its sender's signature (in a worker thread)
+    # before anything is queued: junk is a 400, a forgery a 403, and neither takes an inbox
+    # slot. 25 MiB is over the consensus parser's 24 MiB: 413 before reading
     cases: list[tuple[bytes, set[int]]] = [
-        (b"", {202}),
-        (b"{}", {202}),
-        (b'{"type": "prepare"}', {202}),
-        (b'{"type": "commit", "view": -1, "seq": 1e999}', {202}),
-        (b"not json at all", {202}),
+        (b"", {400}),
+        (b"{}", {400}),
+        (b'{"type": "prepare"}', {400}),
+        (b'{"type": "commit", "view": -1, "seq": 1e999}', {400}),
+        (b"not json at all", {400}),
         (b"\xff\xfe\x00garbage", {400}),
-        (_bomb(), {202}),
-        (b'{"a": ' + _bomb(900) + b"}", {202}),
-        (b'"' + b"A" * (5 * 1024 * 1024) + b'"', {202}),
-        (b'{"type": "' + b"x" * (25 * 1024 * 1024) + b'"}', {202, 413}),
-        (b"[" + b"1," * 500_000 + b"1]", {202}),
-        (b'{"type": "prepare", "view": ' + b"9" * 5000 + b"}", {202}),
+        (_bomb(), {400}),
+        (b'{"a": ' + _bomb(900) + b"}", {400}),
+        (b'"' + b"A" * (5 * 1024 * 1024) + b'"', {400}),
+        (b'{"type": "' + b"x" * (25 * 1024 * 1024) + b'"}', {413}),
+        (b"[" + b"1," * 500_000 + b"1]", {400}),
+        (b'{"type": "prepare", "view": ' + b"9" * 5000 + b"}", {400}),
     ]
     for body, allowed in cases:
         res = h.post("/v1/peer/consensus", body, headers={"Content-Type": "application/json"})
@@ -812,7 +812,18 @@ def test_peer_consensus_junk_is_queued_or_refused(h: Hostile) -> None:
             assert {"error", "detail"} <= set(res.json())
         else:
             assert res.json() == {"status": "queued"}
-    expect(h.post("/v1/peer/consensus", b"\xff\xfe\x00garbage"), 400, "bad-request", "not UTF-8")
+    expect(
+        h.post("/v1/peer/consensus", b"\xff\xfe\x00garbage"),
+        400,
+        "bad-request",
+        "not a consensus message",
+    )
+    # a well-formed prepare signed by somebody who is not the validator it names: 403
+    from pot_cli.consensus.messages import Prepare, sign
+
+    forged = sign(h.stranger, h.chain_id, Prepare(0, 1, "0" * 64, 1))
+    body = json.dumps(forged.to_dict()).encode()
+    expect(h.post("/v1/peer/consensus", body), 403, "bad-signature", "genesis validator")
     for i in range(4):
         still_serving(h, i)
     # the network (whose core parsed all of that) still commits

@@ -25,9 +25,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pot_cli.consensus.messages import MAX_MESSAGE_BYTES
+from pot_cli.consensus.messages import MAX_MESSAGE_BYTES, MessageError, Signed, parse_wire
 from pot_cli.crypto import address_from_public_key, is_valid_address, sha256_hex
-from pot_cli.errors import PotError
+from pot_cli.errors import EncodingError, PotError
 from pot_cli.node.api_models import (
     HEADER_CHAIN,
     HEADER_HEIGHT,
@@ -468,11 +468,20 @@ def build_api(node: ValidatorNode) -> FastAPI:
     @app.post("/v1/peer/consensus", status_code=202, responses=ERRORS, tags=["peer"])
     async def peer_consensus(request: Request) -> dict[str, str]:
         data = await read_body(request, min(node.max_message_bytes, MAX_MESSAGE_BYTES))
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Problem("bad-request", "the message is not UTF-8 JSON") from None
-        if not node.core.put(Deliver(text)):
+
+        def check() -> Any:
+            """Parse, and check the sender's signature, off the core thread: junk and forged
+            messages never take an inbox slot (a flood cannot crowd out the validators)."""
+            try:
+                msg = parse_wire(data)
+            except (MessageError, EncodingError, UnicodeDecodeError) as exc:
+                raise Problem("bad-request", f"not a consensus message: {exc}") from None
+            if isinstance(msg, Signed) and not node.verifier.check(msg):
+                raise Problem("bad-signature", "not signed by the genesis validator it names", 403)
+            return msg
+
+        message = await asyncio.to_thread(check)
+        if not node.core.put(Deliver(message)):
             raise Problem("busy", "the validator's inbox is full", 503)
         return {"status": "queued"}
 

@@ -34,6 +34,7 @@ from pot_cli.consensus.config import ReplicaConfig
 from pot_cli.consensus.host import ReplicaHost
 from pot_cli.consensus.messages import PrePrepare
 from pot_cli.consensus.replica import Output, Replica
+from pot_cli.consensus.signatures import Verifier
 from pot_cli.crypto import Identity
 from pot_cli.errors import PotError
 from pot_cli.node.chainstore import ChainStore
@@ -78,7 +79,7 @@ class Transport(Protocol):
 
 @dataclass(frozen=True)
 class Deliver:
-    text: str
+    message: Any  # a parsed consensus message (or wire text: the replica parses it)
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,10 @@ class ValidatorCore:
         events: EventLog,
         metrics: ValidatorMetrics,
         clock: Callable[[], int] = now_ms,
+        verifier: Verifier | None = None,
     ) -> None:
         self.cfg = config
+        self.verifier = verifier
         self.index = index
         self.identity = identity
         self.app = app
@@ -203,6 +206,7 @@ class ValidatorCore:
             self.wal_factory(),
             self._send,
             self.clock(),
+            self.verifier,
             on_output=self._on_output,
         )
         self._after(self.clock())
@@ -300,7 +304,7 @@ class ValidatorCore:
         host = self.host
         assert host is not None
         if isinstance(event, Deliver):
-            host.deliver(event.text, now)
+            host.deliver(event.message, now)
         elif isinstance(event, Submit):
             self._submit(event, now)
         elif isinstance(event, Beacon):

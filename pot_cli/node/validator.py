@@ -25,6 +25,7 @@ import torch
 
 from pot_cli.config import PotConfig
 from pot_cli.consensus.config import ReplicaConfig
+from pot_cli.consensus.signatures import Verifier
 from pot_cli.consensus.wal import SqliteWal
 from pot_cli.crypto import Identity
 from pot_cli.errors import ConfigError, PotError
@@ -151,6 +152,9 @@ class ValidatorNode:
             resend_interval=max(250, plan.view_change_ms // 4),
             max_in_flight=1,
         )
+        # one signature cache for the API threads (which check peers' messages before they
+        # are queued) and the replica (which checks them again: a cache hit)
+        self.verifier = Verifier(g.chain_id, self.replica_config.public_keys)
         self.metrics = ValidatorMetrics()
         self.events = EventLog()
         peers = {i: u for i, u in enumerate(plan.urls) if i != plan.index}
@@ -182,6 +186,7 @@ class ValidatorNode:
             events=self.events,
             metrics=self.metrics,
             clock=self.clock,
+            verifier=self.verifier,
         )
 
     def _provide(self, miner: str, key: bytes, data: bytes | None) -> None:
