@@ -31,6 +31,7 @@ log = logging.getLogger("pot.transport")
 
 PEER_QUEUE = 1024
 DOWN_BACKOFF_S = 0.25
+IN_FLIGHT = 4  # requests open at once to one peer
 
 
 @dataclass
@@ -63,6 +64,7 @@ class PeerTransport:
         self._queues: dict[int, asyncio.Queue[tuple[str, bytes]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._fetching: set[str] = set()
+        self._sending: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle (loop)
 
@@ -78,9 +80,9 @@ class PeerTransport:
             self._tasks.append(asyncio.create_task(self._pump(i, q)))
 
     async def close(self) -> None:
-        for t in self._tasks:
+        for t in [*self._tasks, *self._sending]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._sending]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
@@ -132,23 +134,39 @@ class PeerTransport:
         self.metrics.peers_up.set(sum(1 for p in self.peers.values() if p.up))
 
     async def _pump(self, i: int, q: asyncio.Queue[tuple[str, bytes]]) -> None:
+        """Take the peer's messages in order and keep up to :data:`IN_FLIGHT` requests open
+        at once (a message does not wait for the answer to the one before: PBFT orders by
+        view and sequence number, not by arrival)."""
         peer = self.peers[i]
+        slots = asyncio.Semaphore(IN_FLIGHT)
         while True:
             path, body = await q.get()
-            assert self._client is not None
-            try:
-                r = await self._client.post(
-                    peer.url + path, content=body, headers={"Content-Type": "application/json"}
-                )
-                self._mark(peer, True)
-                if r.status_code >= 400:
-                    self.metrics.peer_failed.inc()
-                else:
-                    self.metrics.peer_sent.inc()
-            except httpx.HTTPError:
-                self._mark(peer, False)
+            await slots.acquire()
+            if not peer.up and peer.last_seen_ms is not None:
+                await asyncio.sleep(DOWN_BACKOFF_S)  # a peer that stopped answering
+            task = asyncio.create_task(self._send_one(peer, path, body))
+            self._sending.add(task)
+
+            def done(t: asyncio.Task[None], slots: asyncio.Semaphore = slots) -> None:
+                slots.release()
+                self._sending.discard(t)
+
+            task.add_done_callback(done)
+
+    async def _send_one(self, peer: PeerState, path: str, body: bytes) -> None:
+        assert self._client is not None
+        try:
+            r = await self._client.post(
+                peer.url + path, content=body, headers={"Content-Type": "application/json"}
+            )
+            self._mark(peer, True)
+            if r.status_code >= 400:
                 self.metrics.peer_failed.inc()
-                await asyncio.sleep(DOWN_BACKOFF_S)
+            else:
+                self.metrics.peer_sent.inc()
+        except httpx.HTTPError:
+            self._mark(peer, False)
+            self.metrics.peer_failed.inc()
 
     def _start_fetch(self, miner: str, payload_hash: str) -> None:
         if payload_hash in self._fetching:
