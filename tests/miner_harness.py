@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,12 +44,6 @@ MINER_NET_SPEC = DevnetSpec(
     spot_check_bps=1000,
     rounds=40,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------- the real network

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import requests
-from miner_harness import MinerNetwork, free_port, miner_network
+from miner_harness import MinerNetwork, miner_network
 from typer.testing import CliRunner
 
 from pot_cli.cli import app
-from pot_cli.node.devnet import POT
+from pot_cli.node.devnet import POT, free_port
 
 RIG8 = Path(__file__).parent / "data" / "nvml" / "rig8.json"
 runner = CliRunner()

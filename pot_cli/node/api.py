@@ -36,6 +36,7 @@ from pot_cli.node.api_models import (
     HEADER_PAYLOAD_HASH,
     HEADER_PUBLIC_KEY,
     HEADER_SIGNATURE,
+    SUBMIT_HEADERS,
     AccountEventOut,
     AccountOut,
     BlockOut,
@@ -198,6 +199,11 @@ def build_api(node: ValidatorNode) -> FastAPI:
 
     # ------------------------------------------------------------------ public
 
+    def _enqueue(event: Any) -> None:
+        """Into the core's bounded inbox, or 503 when it is full (a flood never grows memory)."""
+        if not node.core.put(event):
+            raise Problem("busy", "the validator's inbox is full; retry shortly", 503)
+
     def _core_up() -> None:
         if not node.core.alive:
             raise Problem("busy", "the validator's core is not running", 503)
@@ -313,21 +319,13 @@ def build_api(node: ValidatorNode) -> FastAPI:
             "requestBody": {"content": {"application/octet-stream": {}}, "required": True},
             "parameters": [
                 {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
-                for h in (
-                    HEADER_CHAIN,
-                    HEADER_PUBLIC_KEY,
-                    HEADER_HEIGHT,
-                    HEADER_MODEL_HASH,
-                    HEADER_PAYLOAD_HASH,
-                    HEADER_SIGNATURE,
-                )
+                for h in SUBMIT_HEADERS
             ],
         },
     )
     async def submit(request: Request) -> SubmitOut:
         h = request.headers
-        for name in (HEADER_CHAIN, HEADER_PUBLIC_KEY, HEADER_HEIGHT, HEADER_MODEL_HASH,
-                     HEADER_PAYLOAD_HASH, HEADER_SIGNATURE):  # fmt: skip
+        for name in SUBMIT_HEADERS:
             if name not in h:
                 raise Problem("bad-request", f"missing header {name}")
         public_key = bytes.fromhex(_hex(h[HEADER_PUBLIC_KEY], HEX64, HEADER_PUBLIC_KEY))
@@ -366,8 +364,7 @@ def build_api(node: ValidatorNode) -> FastAPI:
         event = Submit(
             miner, public_key, payload_hash, signature, payload, height, model_hash, reply
         )
-        if not node.core.put(event):
-            raise Problem("busy", "the validator is overloaded; retry shortly", 503)
+        _enqueue(event)
         try:
             code, reason = await asyncio.wait_for(asyncio.wrap_future(reply), SUBMIT_WAIT_S)
         except TimeoutError:
@@ -486,8 +483,7 @@ def build_api(node: ValidatorNode) -> FastAPI:
         # its certificates) in a worker
         small = len(data) <= INLINE_CHECK_BYTES
         message = check() if small else await asyncio.to_thread(check)
-        if not node.core.put(Deliver(message)):
-            raise Problem("busy", "the validator's inbox is full", 503)
+        _enqueue(Deliver(message))
         return {"status": "queued"}
 
     @app.post("/v1/peer/beacon", status_code=202, responses=ERRORS, tags=["peer"])
@@ -495,8 +491,7 @@ def build_api(node: ValidatorNode) -> FastAPI:
         message = _json_body(await read_body(request, MAX_JSON_BYTES))
         if not isinstance(message, dict):
             raise Problem("bad-request", "a beacon message is a JSON object")
-        if not node.core.put(Beacon(message)):
-            raise Problem("busy", "the validator's inbox is full", 503)
+        _enqueue(Beacon(message))
         return {"status": "queued"}
 
     @app.post("/v1/peer/relay", status_code=202, responses=ERRORS, tags=["peer"])
@@ -517,8 +512,7 @@ def build_api(node: ValidatorNode) -> FastAPI:
             _height(body.get("height"), "height"),
             _hex(body.get("model_hash"), HEX64, "model_hash"),
         )
-        if not node.core.put(event):
-            raise Problem("busy", "the validator's inbox is full", 503)
+        _enqueue(event)
         return {"status": "queued"}
 
     @app.get(

@@ -189,6 +189,24 @@ class ValidatorClient:
         return self._request("GET", "/metrics").text
 
 
+class Backoff:
+    """Exponential waits between retries: ``first``, doubling up to ``cap`` seconds (the
+    miner's retries and the dashboard's reconnects)."""
+
+    def __init__(self, first: float = 1.0, cap: float = 15.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.delay = first
+
+    def next(self) -> float:
+        d = self.delay
+        self.delay = min(self.cap, self.delay * 2)
+        return d
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
 class FailoverClient:
     """Calls go to one validator until it fails to answer (or answers 5xx), then to the next."""
 

@@ -43,7 +43,7 @@ from pot_cli.crypto import Identity
 from pot_cli.errors import ConfigError, PotError
 from pot_cli.hw.nvml import NvmlBackend
 from pot_cli.node.api_models import BlockOut, RoundOut, SubmitOut
-from pot_cli.node.client import ApiError, FailoverClient, Unreachable, ValidatorClient
+from pot_cli.node.client import ApiError, Backoff, FailoverClient, Unreachable, ValidatorClient
 from pot_cli.node.miner_api import MinerStatus, StatusServer, to_units
 from pot_cli.node.rig import (
     Logger,
@@ -354,23 +354,6 @@ class SubmitResult:
         return "; ".join(parts)
 
 
-class Backoff:
-    """Exponential waits between retries: ``first``, doubling up to ``cap`` seconds."""
-
-    def __init__(self, first: float = 0.5, cap: float = 15.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.delay = first
-
-    def next(self) -> float:
-        d = self.delay
-        self.delay = min(self.cap, self.delay * 2)
-        return d
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-
 class Miner:
     """The round loop (see the module docstring). :meth:`run` returns when ``stop`` is set or
     ``settings.rounds`` rounds were done (and their verdicts read, or given up on)."""
@@ -397,7 +380,7 @@ class Miner:
         self.stop = stop
         self.forger = forger
         self.models = ModelCache()
-        self.backoff = Backoff()
+        self.backoff = Backoff(0.5, 15.0)
         self.last_submitted = load_last_submitted(
             settings.state_path, settings.chain_id, self.address
         )

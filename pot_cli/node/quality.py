@@ -11,15 +11,13 @@ address), with the same gradient function. Both are evaluated on the task's held
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pot_cli.node.chainstore import ChainStore, replay_chain
 from pot_cli.protocol.app import parse_proposal
 from pot_cli.protocol.derive import genesis_params
-from pot_cli.training.assignment import assign_batch
-from pot_cli.training.gradients import Numerics, compute_gradient
-from pot_cli.training.optim import apply_update, init_optimizer_state
+from pot_cli.training.baseline import BaselineTrainer, round_batch
+from pot_cli.training.gradients import Numerics
 from pot_cli.training.tasks import load_task
 
 
@@ -28,35 +26,23 @@ def chain_quality(store: ChainStore) -> dict[str, Any]:
     app, mismatch = replay_chain(store)
     task = load_task(genesis.task)
     pot_metric = task.evaluate(app.state.params)
-    params = genesis_params(task, genesis.model_seed)
-    state = init_optimizer_state(task.optimizer, params)
-    samples, seconds, steps = 0, 0.0, 0
+    central = BaselineTrainer(task, genesis_params(task, genesis.model_seed), Numerics(threads=1))
     for block in store.blocks():
         if block.proposal is None or block.seq > app.height:
             continue
         b = parse_proposal(block.proposal).block
-        seed = bytes.fromhex(b.round_seed)
-        accepted = sorted(s.miner for s in b.submissions if s.verdict.kind == "accepted")
-        if not accepted:
-            continue
-        t0 = time.perf_counter()
-        batch: list[int] = []
-        for miner in accepted:
-            batch += assign_batch(seed, miner, task.train_size, task.batch_size)
-        grad = compute_gradient(task, params, batch, Numerics(threads=1))
-        params, state = apply_update(task.optimizer, params, state, grad)
-        seconds += time.perf_counter() - t0
-        samples += len(batch)
-        steps += 1
-    central = task.evaluate(params)
+        accepted = [s.miner for s in b.submissions if s.verdict.kind == "accepted"]
+        if accepted:
+            central.step(round_batch(task, bytes.fromhex(b.round_seed), accepted))
+    central_metric = central.metric()
     return {
         "metric": task.metric_name,
         "pot_metric": pot_metric,
-        "centralized_metric": central,
-        "quality_ratio": task.quality_ratio(pot_metric, central),
-        "steps": steps,
-        "samples": samples,
-        "centralized_samples_per_s": samples / seconds if seconds else None,
+        "centralized_metric": central_metric,
+        "quality_ratio": task.quality_ratio(pot_metric, central_metric),
+        "steps": central.steps,
+        "samples": central.samples,
+        "centralized_samples_per_s": central.samples / central.seconds if central.seconds else None,
         "replayed_height": app.height,
         "replay_mismatch": mismatch,
     }

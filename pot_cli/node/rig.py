@@ -3,8 +3,8 @@
 * :func:`plan_rig` turns the NVML readings and the ``--gpus`` selection into one
   :class:`WorkerSpec` per usable card (a lost card is skipped and said so; no NVML at all means
   one CPU worker). A card computes on ``cuda:<i>`` when torch sees it, else on the CPU.
-* :class:`DeviceWorker` is a thread with its own copy of the task (``functional_call`` swaps a
-  template module's parameters in place, so two threads must never share one). A worker whose
+* :class:`DeviceWorker` is a thread per device (the task's forward template is per thread in
+  the training library: ``functional_call`` swaps a module's parameters in place). A worker whose
   gradient raises has *crashed*: its thread ends, the rig starts a fresh one on the same queue.
 * :class:`Rig` splits a round's batch into contiguous shards, one per active worker, and
   combines the shard gradients weighted by shard size (the mean over the whole batch); a shard
@@ -32,7 +32,7 @@ from pot_cli.hw import nvml
 from pot_cli.hw.nvml import NvmlBackend, NvmlNotFound, Unavailable
 from pot_cli.hw.readings import GpuReading, read_gpu
 from pot_cli.training.gradients import Gradient, Numerics, Params, compute_gradient
-from pot_cli.training.tasks import Task, load_task, load_task_file
+from pot_cli.training.tasks import Task, load_task
 
 GradientFn = Callable[[Task, Params, Sequence[int], Numerics], Gradient]
 MAX_SHARD_ATTEMPTS = 3  # a shard whose workers crash this often fails the round
@@ -184,11 +184,6 @@ def combine_shards(parts: Sequence[tuple[Gradient, int]]) -> Gradient:
     return out
 
 
-def fresh_task(name: str) -> Task:
-    """A private copy of task ``name`` (its own template module) for one worker thread."""
-    return load_task_file(load_task(name).path)
-
-
 def reference_precision_for_process() -> None:
     """Turn TF32 and reduced-precision reductions off for the whole process.
 
@@ -315,7 +310,7 @@ class DeviceWorker:
 
     def start(self) -> None:
         self.crashed = False
-        self._task = None  # a restarted worker rebuilds its model template
+        self._task = None  # looked up again by the new thread (its own forward template)
         self._thread = threading.Thread(
             target=self._loop, name=f"pot-worker-{self.name}", daemon=True
         )
@@ -408,7 +403,7 @@ class Rig:
         poll_seconds: float = 5.0,
         price_per_kwh: float = 0.0,
         compute: GradientFn = compute_gradient,
-        task_loader: Callable[[str], Task] = fresh_task,
+        task_loader: Callable[[str], Task] = load_task,
     ) -> None:
         self.plan = plan
         self.log = log

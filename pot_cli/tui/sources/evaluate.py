@@ -31,10 +31,8 @@ from pot_cli.tui.sources.live import Backoff, now_ms
 from pot_cli.tui.sources.observation import EVAL, Observation, Sink
 
 if TYPE_CHECKING:
-    import torch
-
     from pot_cli.protocol.genesis import Genesis
-    from pot_cli.training.optim import OptimizerState
+    from pot_cli.training.baseline import BaselineTrainer
     from pot_cli.training.tasks import Task
 
 EVAL_URL = "local"  # the evaluator's "url" in observations: this machine
@@ -62,8 +60,7 @@ class ModelEvaluator:
         self.blocks: queue.Queue[dict[str, Any]] = queue.Queue()
         self.task: Task | None = None
         self.genesis: Genesis | None = None
-        self._params: dict[str, torch.Tensor] | None = None
-        self._opt: OptimizerState | None = None
+        self._central: BaselineTrainer | None = None
         self._baseline_height = 0
         self._evaluated: set[int] = set()
 
@@ -166,12 +163,13 @@ class ModelEvaluator:
     def _baseline(self, height: int, block: dict[str, Any], stop: threading.Event) -> float | None:
         """The centralized model after ``height`` steps (catching up from genesis first)."""
         from pot_cli.protocol.derive import genesis_params
-        from pot_cli.training.optim import init_optimizer_state
+        from pot_cli.training.baseline import BaselineTrainer
+        from pot_cli.training.gradients import Numerics
 
         assert self.task is not None and self.genesis is not None
-        if self._params is None:
-            self._params = genesis_params(self.task, self.genesis.model_seed)
-            self._opt = init_optimizer_state(self.task.optimizer, self._params)
+        if self._central is None:
+            params = genesis_params(self.task, self.genesis.model_seed)
+            self._central = BaselineTrainer(self.task, params, Numerics(threads=1))
         if height <= self._baseline_height:
             return None  # an old block seen late: the baseline has moved past it
         for h in range(self._baseline_height + 1, height):
@@ -181,29 +179,23 @@ class ModelEvaluator:
             self._baseline_height = h
         self._step(_block_body(block))
         self._baseline_height = height
-        return float(self.task.evaluate(self._params))
+        return float(self._central.metric())
 
     def _step(self, body: dict[str, Any] | None) -> None:
-        from pot_cli.training.assignment import assign_batch
-        from pot_cli.training.gradients import Numerics, compute_gradient
-        from pot_cli.training.optim import apply_update
+        """One centralized step on the samples the block accepted (none: no step)."""
+        from pot_cli.training.baseline import round_batch
 
-        assert self.task is not None and self._params is not None and self._opt is not None
+        assert self.task is not None and self._central is not None
         if body is None:
             return
-        accepted = sorted(
+        accepted = [
             str(s["miner"])
             for s in body.get("submissions", [])
             if isinstance(s, dict) and (s.get("verdict") or {}).get("kind") == "accepted"
-        )
-        if not accepted:
-            return
-        seed = bytes.fromhex(str(body["round_seed"]))
-        batch: list[int] = []
-        for miner in accepted:
-            batch += assign_batch(seed, miner, self.task.train_size, self.task.batch_size)
-        grad = compute_gradient(self.task, self._params, batch, Numerics(threads=1))
-        self._params, self._opt = apply_update(self.task.optimizer, self._params, self._opt, grad)
+        ]
+        if accepted:
+            seed = bytes.fromhex(str(body["round_seed"]))
+            self._central.step(round_batch(self.task, seed, accepted))
 
 
 def _fetch_block(c: ValidatorClient, height: int) -> BlockOut:

@@ -26,11 +26,10 @@ from typing import Any
 
 from pot_cli.errors import PotError
 from pot_cli.node.api_models import AccountOut, BlockOut
-from pot_cli.node.client import ApiError, FailoverClient, ValidatorClient
+from pot_cli.node.client import ApiError, Backoff, FailoverClient, ValidatorClient
 from pot_cli.node.miner_client import MinerClient
 from pot_cli.tui.sources.observation import MINER, VALIDATOR, Observation, Sink
 
-BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 BACKFILL = 64  # blocks read at start (the plots' history)
 EVENT_WAIT_S = 1.0  # long-poll wait: also the longest a stop waits for the event poller
 ACCOUNTS_EVERY_S = 3.0
@@ -39,20 +38,6 @@ VALIDATORS_EVERY_S = 15.0
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class Backoff:
-    def __init__(self, steps: Sequence[float] = BACKOFF_S) -> None:
-        self.steps = tuple(steps)
-        self.failures = 0
-
-    def next(self) -> float:
-        delay = self.steps[min(self.failures, len(self.steps) - 1)]
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Poller:
